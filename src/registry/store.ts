@@ -1,0 +1,122 @@
+/**
+ * The store contract: the few operations weft needs from a registry, with etcd's semantics
+ * (a global, monotonically increasing revision; per-key modification revisions; TTL-bound
+ * keys). Every backend passes the one compliance suite in test/integration/registry.
+ */
+
+/** A key as stored. */
+export interface KeyValue {
+  key: string;
+  value: string;
+  /** Revision of the last write to this key (etcd mod_revision). */
+  modRevision: number;
+  /** Revision that created this key (etcd create_revision). */
+  createRevision: number;
+  /** True when the key is bound to a TTL; false for a key that lives until deleted. */
+  ttlBound: boolean;
+}
+
+/** A snapshot of a prefix. */
+export interface ListResult {
+  items: KeyValue[];
+  /** The store revision the snapshot was taken at; watch from `revision + 1` to follow it. */
+  revision: number;
+}
+
+/** A change seen by a watch. */
+export type WatchEvent =
+  | { type: 'put'; key: string; value: string; revision: number; ttlBound: boolean }
+  | { type: 'delete'; key: string; revision: number }
+  /**
+   * The watch could not resume without a gap (etcd compaction, a trimmed Redis stream).
+   * Consumers must re-list; the watch carries on from `revision + 1` afterwards.
+   */
+  | { type: 'resync'; revision: number; reason: string };
+
+/** Options for {@link Store.create}. */
+export interface CreateOptions {
+  /** Bind the key to a TTL, in seconds. Without it the key lives until deleted. */
+  ttlSeconds?: number;
+}
+
+/** Outcome of a create-if-absent. */
+export type CreateResult = { created: true; revision: number } | { created: false; current: KeyValue };
+
+/** The precondition of a compare-and-swap. */
+export interface Expectation {
+  /** The key's modRevision must equal this. */
+  modRevision: number;
+}
+
+/** Options for {@link Store.update}. */
+export interface UpdateOptions {
+  /**
+   * TTL of the key after the write, in seconds. Absent: the key keeps its current binding (a
+   * TTL-bound key keeps its TTL, a reservation stays unbound). `null`: unbind.
+   */
+  ttlSeconds?: number | null;
+}
+
+/** Outcome of a compare-and-swap. */
+export type UpdateResult = { updated: true; revision: number } | { updated: false; current: KeyValue | undefined };
+
+/** Options for {@link Store.watch}. */
+export interface WatchOptions {
+  /** First revision to deliver (inclusive). Typically `list().revision + 1`. */
+  fromRevision: number;
+  /** Ends the iteration. */
+  signal?: AbortSignal;
+}
+
+/** Events of a {@link KeepAlive}. */
+export type KeepAliveEvent =
+  | { type: 'renewed'; ttlSeconds: number }
+  /** The key or its TTL binding is gone (expired during an outage, deleted, or replaced). */
+  | { type: 'lost'; reason: string }
+  /** A renewal attempt failed but the key is not known to be lost (the store is unreachable). */
+  | { type: 'error'; error: Error };
+
+/** Keeps one TTL-bound key alive until closed; reports loss as an event, never silently. */
+export interface KeepAlive {
+  readonly key: string;
+  /** Events in order; ends after `lost` or `close()`. */
+  events(): AsyncIterable<KeepAliveEvent>;
+  /** Renew once now; resolves false when the key is lost. */
+  renew(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+/** Options for {@link Store.keepAlive}. */
+export interface KeepAliveOptions {
+  ttlSeconds: number;
+  /** How often to renew. Default a third of the TTL. */
+  intervalMs?: number;
+  /**
+   * The value the owner wrote. A renewal that finds another value reports `lost`: someone
+   * else now owns the key.
+   */
+  expectValue?: string;
+}
+
+/** The registry contract. */
+export interface Store {
+  /** Backend name, e.g. `etcd` or `redis`. */
+  readonly kind: string;
+  get(key: string): Promise<KeyValue | undefined>;
+  /** All keys under `prefix`, sorted by key, with the revision of the snapshot. */
+  list(prefix: string): Promise<ListResult>;
+  /** Atomic create-if-absent; exactly one of concurrent creators wins. */
+  create(key: string, value: string, opts?: CreateOptions): Promise<CreateResult>;
+  /** Compare-and-swap: writes only when the key's modRevision matches. */
+  update(key: string, value: string, expect: Expectation, opts?: UpdateOptions): Promise<UpdateResult>;
+  /** Delete, optionally only at a given modRevision. Resolves true when a key was deleted. */
+  delete(key: string, expect?: Expectation): Promise<boolean>;
+  /** Keep a TTL-bound key alive. */
+  keepAlive(key: string, opts: KeepAliveOptions): KeepAlive;
+  /**
+   * Changes under `prefix` from a revision, in revision order, neither lost nor repeated across
+   * disconnects; a `resync` event when that cannot be guaranteed.
+   */
+  watch(prefix: string, opts: WatchOptions): AsyncIterable<WatchEvent>;
+  close(): Promise<void>;
+}
