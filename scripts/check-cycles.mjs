@@ -16,7 +16,8 @@ function walk(dir) {
 }
 roots.forEach(walk);
 
-const importRe = /(?:^|\n)\s*(?:import|export)\s[^'"]*?from\s*['"](\.{1,2}\/[^'"]+)['"]|import\(\s*['"](\.{1,2}\/[^'"]+)['"]\s*\)/g;
+const importRe =
+  /(?:^|\n)\s*(?:import|export)\s[^'"]*?from\s*['"](\.{1,2}\/[^'"]+)['"]|import\(\s*['"](\.{1,2}\/[^'"]+)['"]\s*\)/g;
 const graph = new Map();
 for (const f of files) {
   const src = readFileSync(f, 'utf8');
@@ -51,7 +52,8 @@ function visit(n) {
 for (const f of files) if (!state.get(f)) visit(f);
 
 if (cycles.length) {
-  for (const c of cycles) console.error('import cycle: ' + c.map((p) => relative(process.cwd(), p)).join(' -> '));
+  for (const c of cycles)
+    console.error('import cycle: ' + c.map((p) => relative(process.cwd(), p)).join(' -> '));
   process.exit(1);
 }
 console.log(`no import cycles in ${files.length} files`);

@@ -64,7 +64,10 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
         );
       } else resolve(res);
     });
-    child.stdin.end(opts.input ?? '');
+    // A command that exits without reading its stdin closes the pipe: that EPIPE is not an error.
+    child.stdin.on('error', () => {});
+    if (opts.input === undefined) child.stdin.end();
+    else child.stdin.end(opts.input);
   });
 }
 
@@ -148,7 +151,13 @@ export class ManagedProcess {
   async stop(graceMs = 5_000): Promise<void> {
     if (!this.running) return;
     this.signal('SIGTERM');
-    const done = await Promise.race([this.#exited.then(() => true), sleep(graceMs).then(() => false)]);
+    // Abort the grace timer once the process is gone, so it does not hold the event loop open.
+    const graceOver = new AbortController();
+    const done = await Promise.race([
+      this.#exited.then(() => true),
+      sleep(graceMs, graceOver.signal).then(() => false),
+    ]);
+    graceOver.abort();
     if (!done) {
       this.signal('SIGKILL');
       await this.#exited;
@@ -173,6 +182,8 @@ export interface WaitOptions {
   intervalMs?: number;
   /** What is being waited for, for the timeout message. */
   what: string;
+  /** Give up at once when this aborts (rejecting with its reason), e.g. when a server exits. */
+  signal?: AbortSignal;
 }
 
 /** Poll `check` until it returns a truthy value (or throws no more); rejects on timeout. */
@@ -180,6 +191,7 @@ export async function waitFor<T>(check: () => Promise<T> | T, opts: WaitOptions)
   const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
   let last: unknown;
   for (;;) {
+    opts.signal?.throwIfAborted();
     try {
       const v = await check();
       if (v) return v as NonNullable<T>;
@@ -192,6 +204,6 @@ export async function waitFor<T>(check: () => Promise<T> | T, opts: WaitOptions)
         what: opts.what,
       });
     }
-    await sleep(opts.intervalMs ?? 100);
+    await sleep(opts.intervalMs ?? 100, opts.signal);
   }
 }

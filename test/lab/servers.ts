@@ -5,6 +5,7 @@
 import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { ErrorCodes, WeftError } from '../../src/errors/index.js';
 import { run, startProcess, waitFor, type ManagedProcess } from './exec.js';
 
 /** A port the kernel reports free on 127.0.0.1 right now. */
@@ -18,6 +19,16 @@ export function freePort(): Promise<number> {
       srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
     });
   });
+}
+
+/** Aborts once `proc` has exited, so a wait for a server that died gives up at once. */
+function exitSignal(proc: ManagedProcess | undefined, what: string): AbortSignal | undefined {
+  if (!proc) return undefined;
+  const ac = new AbortController();
+  void proc.exited().then((code) => {
+    ac.abort(new WeftError(ErrorCodes.EXEC, `${what} exited (code ${code}); see ${proc.logFile}`));
+  });
+  return ac.signal;
 }
 
 /** One etcd member's identity. */
@@ -107,6 +118,7 @@ export class EtcdServer {
 
   /** Resolves once `etcdctl endpoint health` succeeds against this member. */
   async waitHealthy(timeoutMs = 20_000): Promise<void> {
+    const exited = exitSignal(this.#proc, `etcd ${this.member.name}`);
     await waitFor(
       async () => {
         if (this.#proc && !this.#proc.running) throw new Error(`etcd exited; see ${this.#proc.logFile}`);
@@ -121,7 +133,7 @@ export class EtcdServer {
         );
         return r.code === 0;
       },
-      { what: `etcd ${this.member.name} at ${this.endpoint}`, timeoutMs, intervalMs: 200 },
+      { what: `etcd ${this.member.name} at ${this.endpoint}`, timeoutMs, intervalMs: 200, signal: exited },
     );
   }
 
@@ -137,7 +149,13 @@ export class EtcdServer {
 /** Start a single etcd member (or one member of `cluster`). */
 export async function startEtcd(opts: EtcdOptions): Promise<EtcdServer> {
   const s = new EtcdServer(opts);
-  await s.start();
+  try {
+    await s.start();
+  } catch (err) {
+    // The caller never gets the server, so nobody else could stop it.
+    await s.kill();
+    throw err;
+  }
   return s;
 }
 
@@ -152,8 +170,14 @@ export async function startEtcdCluster(members: EtcdMember[], dir: string): Prom
   const servers = members.map(
     (member) => new EtcdServer({ member, cluster: members, dir, waitHealthy: false }),
   );
-  await Promise.all(servers.map((s) => s.start()));
-  await Promise.all(servers.map((s) => s.waitHealthy()));
+  try {
+    await Promise.all(servers.map((s) => s.start()));
+    await Promise.all(servers.map((s) => s.waitHealthy()));
+  } catch (err) {
+    // The caller never gets the servers, so nobody else could stop them.
+    await Promise.all(servers.map((s) => s.kill()));
+    throw err;
+  }
   return servers;
 }
 
@@ -222,7 +246,7 @@ export class RedisServer {
         });
         return r.stdout.trim() === 'PONG';
       },
-      { what: `redis at ${this.url}`, timeoutMs: 15_000 },
+      { what: `redis at ${this.url}`, timeoutMs: 15_000, signal: exitSignal(this.#proc, 'redis') },
     );
   }
 
@@ -238,6 +262,11 @@ export class RedisServer {
 /** A redis-server on 127.0.0.1 with a free port, for store tests. */
 export async function startLocalRedis(dir: string): Promise<RedisServer> {
   const s = new RedisServer({ dir, port: await freePort() });
-  await s.start();
+  try {
+    await s.start();
+  } catch (err) {
+    await s.kill();
+    throw err;
+  }
   return s;
 }

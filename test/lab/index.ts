@@ -1,0 +1,9 @@
+/**
+ * The lab: network namespaces, real servers and processes for integration tests and the demo.
+ * Import from here, not from the files behind it.
+ */
+export * from './exec.js';
+export * from './netns.js';
+export * from './servers.js';
+export * from './topology.js';
+export * from './lab.js';
