@@ -58,7 +58,8 @@ export interface UpdateOptions {
 }
 
 /** Outcome of a compare-and-swap. */
-export type UpdateResult = { updated: true; revision: number } | { updated: false; current: KeyValue | undefined };
+export type UpdateResult =
+  { updated: true; revision: number } | { updated: false; current: KeyValue | undefined };
 
 /** Options for {@link Store.watch}. */
 export interface WatchOptions {
