@@ -2,6 +2,7 @@
  * An immutable IPv4 or IPv6 network (address block). Arithmetic is on bigint so one code path
  * serves both families; ip-address only parses and prints.
  */
+import { invalid } from '../errors/index.js';
 import { ADDRESS_BITS, badValue, bigIntToIp, parseIp, type IpFamily } from './ip.js';
 
 /** A prefix length written in decimal without a sign or leading zeros, or undefined. */
@@ -176,4 +177,32 @@ export class Cidr {
 function rangeOfIp(ip: string): { family: IpFamily; start: bigint; end: bigint } {
   const { family, value } = parseIp(ip);
   return { family, start: value, end: value };
+}
+
+/** Options for {@link parseCidrField}. */
+export interface CidrFieldOptions {
+  /** Required family. */
+  family: IpFamily;
+  /** Accept host bits (`10.244.3.1/24`) and return the network they are in. Default false. */
+  lenient?: boolean;
+}
+
+/**
+ * Parses one CIDR-valued field of a named object, with an error that names both
+ * (`subnet.env line 2: field FLANNEL_SUBNET: must be an IPv4 CIDR, got "x"`).
+ */
+export function parseCidrField(object: string, field: string, text: string, opts: CidrFieldOptions): Cidr {
+  let c: Cidr;
+  try {
+    c = opts.lenient ? Cidr.parseLenient(text) : Cidr.parse(text);
+  } catch (err) {
+    const why = /host bits/.test((err as Error).message)
+      ? `${text} has host bits set (the network is ${Cidr.parseLenient(text).toString()})`
+      : `must be an IPv${opts.family} CIDR, got ${JSON.stringify(text)}`;
+    throw invalid(object, field, why);
+  }
+  if (c.family !== opts.family) {
+    throw invalid(object, field, `must be an IPv${opts.family} CIDR, got ${JSON.stringify(text)}`);
+  }
+  return c;
 }

@@ -12,7 +12,7 @@ export {
   isIPv6,
   type IpFamily,
 } from './ip.js';
-export { Cidr } from './cidr.js';
+export { Cidr, parseCidrField, type CidrFieldOptions } from './cidr.js';
 export {
   netConfigJsonSchema,
   parseNetConfig,
