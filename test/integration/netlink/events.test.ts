@@ -1,0 +1,175 @@
+/** Events for changes made by `ip` behind the wrapper's back, on an emitter and an async iterator. */
+import { silentLogger } from '../../../src/log/index.js';
+import { openNetlink, openNetlinkEvents, type NetlinkEvent } from '../../../src/netlink/index.js';
+import { runInNetns } from '../../helpers/netns-test.js';
+import { ip } from './fixtures/iproute.js';
+
+runInNetns(import.meta.url, async (t) => {
+  const nl = openNetlink({ logger: silentLogger() });
+  t.teardown(() => nl.close());
+
+  /** Collects events and lets a test wait for one that matches. */
+  function recorder(events: ReturnType<typeof nl.events>) {
+    const seen: NetlinkEvent[] = [];
+    const waiters: { pred: (e: NetlinkEvent) => boolean; resolve: (e: NetlinkEvent) => void }[] = [];
+    events.on('event', (e) => {
+      seen.push(e);
+      for (const w of [...waiters]) {
+        if (w.pred(e)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(e);
+        }
+      }
+    });
+    return {
+      seen,
+      wait(what: string, pred: (e: NetlinkEvent) => boolean, timeoutMs = 5_000): Promise<NetlinkEvent> {
+        const old = seen.find(pred);
+        if (old) return Promise.resolve(old);
+        return new Promise((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`no event: ${what}`)), timeoutMs);
+          waiters.push({
+            pred,
+            resolve: (e) => {
+              clearTimeout(timer);
+              resolve(e);
+            },
+          });
+        });
+      },
+    };
+  }
+
+  await t.test('link, address, route and neighbour events from ip', async (t) => {
+    const events = nl.events();
+    const rec = recorder(events);
+
+    await ip('link', 'add', 'ev0', 'type', 'veth', 'peer', 'name', 'ev1');
+    const linkNew = await rec.wait(
+      'new link ev0',
+      (e) => e.kind === 'link' && e.action === 'new' && e.link.name === 'ev0',
+    );
+    const ev0 = linkNew.kind === 'link' ? linkNew.link : undefined;
+    t.match(ev0, { name: 'ev0', kind: 'veth', up: false });
+
+    await ip('link', 'set', 'ev0', 'up');
+    await ip('link', 'set', 'ev1', 'up');
+    await rec.wait('ev0 up', (e) => e.kind === 'link' && e.link.name === 'ev0' && e.link.up);
+
+    await ip('addr', 'add', '203.0.113.1/24', 'dev', 'ev0');
+    const addr = await rec.wait('address', (e) => e.kind === 'address' && e.action === 'new');
+    t.same(addr, {
+      kind: 'address',
+      action: 'new',
+      address: { ifindex: ev0?.index, family: 'inet', address: '203.0.113.1', prefixLen: 24 },
+    });
+
+    await ip('route', 'add', '198.51.100.0/24', 'via', '203.0.113.254', 'dev', 'ev0');
+    const route = await rec.wait('route', (e) => e.kind === 'route' && e.route.dst === '198.51.100.0/24');
+    t.match(route, {
+      kind: 'route',
+      action: 'new',
+      route: { dst: '198.51.100.0/24', gateway: '203.0.113.254', ifindex: ev0?.index, table: 254 },
+    });
+
+    await ip('neigh', 'add', '203.0.113.5', 'lladdr', '02:00:00:00:00:05', 'dev', 'ev0', 'nud', 'permanent');
+    const neigh = await rec.wait(
+      'neighbour',
+      (e) => e.kind === 'neighbour' && e.neighbour.dst === '203.0.113.5',
+    );
+    t.match(neigh, {
+      kind: 'neighbour',
+      action: 'new',
+      neighbour: { ifindex: ev0?.index, family: 'inet', lladdr: '02:00:00:00:00:05', state: 'permanent' },
+    });
+
+    await ip('neigh', 'del', '203.0.113.5', 'dev', 'ev0');
+    await rec.wait('neighbour del', (e) => e.kind === 'neighbour' && e.action === 'del');
+    await ip('route', 'del', '198.51.100.0/24');
+    await rec.wait(
+      'route del',
+      (e) => e.kind === 'route' && e.action === 'del' && e.route.dst === '198.51.100.0/24',
+    );
+    await ip('addr', 'del', '203.0.113.1/24', 'dev', 'ev0');
+    await rec.wait('address del', (e) => e.kind === 'address' && e.action === 'del');
+    await ip('link', 'del', 'ev0');
+    await rec.wait('link del', (e) => e.kind === 'link' && e.action === 'del' && e.link.name === 'ev0');
+    t.notOk(
+      rec.seen.some((e) => e.kind === 'resync'),
+      'nothing lost',
+    );
+    events.close();
+    t.ok(events.closed);
+  });
+
+  await t.test('FDB events, and group selection', async (t) => {
+    const events = nl.events({ groups: ['neighbour'] });
+    const rec = recorder(events);
+    await ip('link', 'add', 'u0', 'type', 'veth', 'peer', 'name', 'u1');
+    await ip(
+      'link',
+      'add',
+      'flannel.1',
+      'type',
+      'vxlan',
+      'id',
+      '1',
+      'dev',
+      'u0',
+      'dstport',
+      '8472',
+      'nolearning',
+    );
+    await ip('link', 'set', 'flannel.1', 'up');
+    await nl.fdb.add({ dev: 'flannel.1', lladdr: '0a:58:0a:f4:02:00', dst: '192.0.2.2' });
+    const fdb = await rec.wait('fdb', (e) => e.kind === 'neighbour' && e.neighbour.family === 'bridge');
+    t.match(fdb, {
+      kind: 'neighbour',
+      action: 'new',
+      neighbour: { family: 'bridge', lladdr: '0a:58:0a:f4:02:00', dst: '192.0.2.2', flags: ['self'] },
+    });
+    t.notOk(
+      rec.seen.some((e) => e.kind === 'link'),
+      'no link events without the link group',
+    );
+    events.close();
+  });
+
+  await t.test('async iteration, ended by close()', async (t) => {
+    const events = openNetlinkEvents({ groups: ['link'], logger: silentLogger() });
+    const it = events[Symbol.asyncIterator]();
+    await ip('link', 'add', 'it0', 'type', 'bridge');
+    let found: NetlinkEvent | undefined;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) break;
+      if (r.value.kind === 'link' && r.value.link.name === 'it0') {
+        found = r.value;
+        break;
+      }
+    }
+    t.match(found, { kind: 'link', action: 'new', link: { name: 'it0', kind: 'bridge' } });
+
+    const pending = it.next();
+    events.close();
+    t.same(await pending, { value: undefined, done: true }, 'a waiting next() ends on close');
+    t.same(await it.next(), { value: undefined, done: true });
+
+    // A for-await loop over a closed stream ends at once.
+    let n = 0;
+    for await (const _ of events) n++;
+    t.equal(n, 0);
+  });
+
+  await t.test('a slow iterator gets one resync instead of unbounded memory', async (t) => {
+    const events = openNetlinkEvents({ groups: ['link'], maxQueued: 2, logger: silentLogger() });
+    t.teardown(() => events.close());
+    const it = events[Symbol.asyncIterator]();
+    const rec = recorder(events);
+    for (const name of ['s0', 's1', 's2', 's3']) await ip('link', 'add', name, 'type', 'bridge');
+    await rec.wait('last link', (e) => e.kind === 'link' && e.link.name === 's3');
+    const first = await it.next();
+    t.same(first.value, { kind: 'resync', reason: 'overflow' });
+    await it.return?.();
+  });
+});
