@@ -1,5 +1,5 @@
 import t from 'tap';
-import { ErrorCodes, WeftError, invalid, isWeftError, messageOf } from '../../../src/errors/index.js';
+import { ErrorCodes, invalid, isWeftError, messageOf } from '../../../src/errors/index.js';
 
 t.test('codes are stable and prefixed', async (t) => {
   for (const [name, code] of Object.entries(ErrorCodes)) t.equal(code, `WEFT_${name}`, name);
