@@ -1,0 +1,240 @@
+/**
+ * weft-cni's commands. A call is a function from (environment, stdin) to (exit code, stdout,
+ * stderr), so every path, error replies included, is testable without a process or a kernel.
+ */
+import { readFile } from 'node:fs/promises';
+import { isWeftError, messageOf } from '../errors/index.js';
+import { parseSubnetEnv, type SubnetEnv } from '../flanneld/subnet-env.js';
+import { CniError, CniErrorCodes, toCniError } from './cni-error.js';
+import { parseCallEnv, parseCommand, type CniCallEnv, type Env } from './cni-env.js';
+import { buildDelegateConfig, type DelegateConfig } from './delegate-config.js';
+import { loadDelegateConfig, removeDelegateConfig, saveDelegateConfig } from './delegate-store.js';
+import { execDelegate, type DelegateRunner } from './invoke.js';
+import {
+  LATEST_VERSION,
+  SUPPORTED_VERSIONS,
+  configFieldError,
+  decodeStdin,
+  parseNetConf,
+  peekCniVersion,
+  versionAtLeast,
+  type CniNetConf,
+  type JsonObject,
+} from './net-conf.js';
+
+/** Inputs of one plugin call. */
+export interface PluginInput {
+  /** The process environment (CNI_* variables; the rest is passed on to the delegate). */
+  env: Env;
+  /** Everything read from stdin. */
+  stdin: string;
+  /** Runs delegate plugins. Default: {@link execDelegate}, which executes them from CNI_PATH. */
+  runDelegate?: DelegateRunner;
+}
+
+/** What the process should do when the call is over. */
+export interface PluginReply {
+  /** 0 on success, 1 on any error (the spec only asks for non-zero). */
+  exitCode: number;
+  /** The result or error JSON (with a trailing newline), or '' when the command prints nothing. */
+  stdout: string;
+  /** Diagnostics for the runtime's log, the delegate's own included. */
+  stderr: string;
+}
+
+/** The VERSION reply. */
+export interface VersionReply {
+  cniVersion: string;
+  supportedVersions: string[];
+}
+
+/** The reply to VERSION: the version asked for when it is one of ours, else the latest. */
+export function versionReply(stdin: string): VersionReply {
+  return { cniVersion: peekVersion(stdin) ?? LATEST_VERSION, supportedVersions: [...SUPPORTED_VERSIONS] };
+}
+
+function peekVersion(stdin: string): string | undefined {
+  try {
+    return peekCniVersion(JSON.parse(stdin));
+  } catch {
+    return undefined;
+  }
+}
+
+const ABOUT = `weft-cni: flannel-compatible CNI plugin; CNI versions ${SUPPORTED_VERSIONS.join(', ')}\n`;
+
+/** Runs one CNI call. Never throws: every failure becomes CNI error JSON on stdout. */
+export async function runPlugin(input: PluginInput): Promise<PluginReply> {
+  const log: string[] = [];
+  // Error replies carry the config's version whenever stdin names one we speak.
+  const replyVersion = peekVersion(input.stdin) ?? LATEST_VERSION;
+  try {
+    if (!input.env.CNI_COMMAND) log.push(ABOUT);
+    if (parseCommand(input.env) === 'VERSION') {
+      return { exitCode: 0, stdout: `${JSON.stringify(versionReply(input.stdin))}\n`, stderr: '' };
+    }
+    const call = parseCallEnv(input.env);
+    const conf = parseNetConf(decodeStdin(input.stdin));
+    const ctx: CallContext = { call, conf, env: input.env, run: input.runDelegate ?? execDelegate, log };
+    let stdout = '';
+    switch (call.command) {
+      case 'ADD':
+        stdout = await cmdAdd(ctx);
+        break;
+      case 'DEL':
+        await cmdDel(ctx);
+        break;
+      case 'CHECK':
+        await cmdCheck(ctx);
+        break;
+    }
+    return { exitCode: 0, stdout, stderr: log.join('') };
+  } catch (err) {
+    const e = toCniError(err);
+    return { exitCode: 1, stdout: `${JSON.stringify(e.toJson(replyVersion))}\n`, stderr: log.join('') };
+  }
+}
+
+interface CallContext {
+  call: CniCallEnv;
+  conf: CniNetConf;
+  env: Env;
+  run: DelegateRunner;
+  /** stderr lines, written when the call ends. */
+  log: string[];
+}
+
+/**
+ * subnet.env, or undefined when the file does not exist. A missing file is the normal state of
+ * a node whose daemon has not started yet, hence TRY_AGAIN_LATER where it is needed.
+ */
+async function readSubnetEnv(conf: CniNetConf): Promise<SubnetEnv | undefined> {
+  let text: string;
+  try {
+    text = await readFile(conf.subnetFile, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new CniError(
+      CniErrorCodes.IO_FAILURE,
+      `failed to read subnetFile ${conf.subnetFile}: ${messageOf(err)}`,
+    );
+  }
+  try {
+    return parseSubnetEnv(text);
+  } catch (err) {
+    if (!isWeftError(err)) throw err;
+    throw new CniError(
+      CniErrorCodes.DECODING_FAILURE,
+      `failed to decode subnetFile ${conf.subnetFile}: ${err.message}`,
+    );
+  }
+}
+
+async function requireSubnetEnv(conf: CniNetConf): Promise<SubnetEnv> {
+  const env = await readSubnetEnv(conf);
+  if (env) return env;
+  throw new CniError(
+    CniErrorCodes.TRY_AGAIN_LATER,
+    `subnetFile ${conf.subnetFile} does not exist yet: is weft-flanneld running on this node?`,
+  );
+}
+
+/** The saved config for DEL and CHECK, stamped with this call's version and prevResult. */
+function forFollowUp(config: DelegateConfig, conf: CniNetConf): DelegateConfig {
+  const out: DelegateConfig = { ...config, cniVersion: conf.cniVersion };
+  delete out.prevResult;
+  if (conf.prevResult) out.prevResult = conf.prevResult;
+  return out;
+}
+
+/**
+ * The delegate config saved at ADD, or one rebuilt from the current subnet.env when none was
+ * saved (a container added before the data dir was wiped, or a repeated DEL). Undefined when
+ * neither exists.
+ */
+async function followUpConfig(ctx: CallContext): Promise<DelegateConfig | undefined> {
+  const { conf, call } = ctx;
+  const loaded = await loadDelegateConfig(conf.dataDir, call.containerId);
+  if (loaded.state === 'found') return loaded.config;
+  if (loaded.state === 'corrupt')
+    ctx.log.push(`weft-cni: ignoring saved delegate config: ${loaded.reason}\n`);
+  const env = await readSubnetEnv(conf);
+  return env ? buildDelegateConfig(conf, env) : undefined;
+}
+
+async function cmdAdd(ctx: CallContext): Promise<string> {
+  const { conf, call } = ctx;
+  const config = buildDelegateConfig(conf, await requireSubnetEnv(conf));
+  // Saved before the delegate runs: after a failed ADD the runtime calls DEL, which must undo
+  // whatever part of the ADD the delegate did.
+  await saveDelegateConfig(conf.dataDir, call.containerId, config);
+  const out = await ctx.run({ command: 'ADD', config, env: ctx.env, path: call.path });
+  if (out.stderr) ctx.log.push(out.stderr);
+  return `${JSON.stringify(addResult(config.type, out.stdout, conf.cniVersion))}\n`;
+}
+
+/** The delegate's result, checked to be a result of this call's version. */
+function addResult(type: string, stdout: string, cniVersion: string): JsonObject {
+  let result: unknown;
+  try {
+    result = JSON.parse(stdout);
+  } catch (err) {
+    throw new CniError(
+      CniErrorCodes.DELEGATE_BAD_OUTPUT,
+      `delegate ${type} ADD printed no JSON result: ${messageOf(err)}`,
+      stdout.slice(0, 2000),
+    );
+  }
+  if (typeof result !== 'object' || result === null || Array.isArray(result)) {
+    throw new CniError(CniErrorCodes.DELEGATE_BAD_OUTPUT, `delegate ${type} ADD printed no JSON object`);
+  }
+  const { cniVersion: got, ...rest } = result as JsonObject;
+  if (got !== undefined && got !== cniVersion) {
+    throw new CniError(
+      CniErrorCodes.DELEGATE_BAD_OUTPUT,
+      `delegate ${type} ADD returned a result of cniVersion ${JSON.stringify(got)}, expected ${cniVersion}`,
+    );
+  }
+  return { cniVersion, ...rest };
+}
+
+async function cmdDel(ctx: CallContext): Promise<void> {
+  const { conf, call } = ctx;
+  const config = await followUpConfig(ctx);
+  if (config) {
+    const out = await ctx.run({
+      command: 'DEL',
+      config: forFollowUp(config, conf),
+      env: ctx.env,
+      path: call.path,
+    });
+    if (out.stderr) ctx.log.push(out.stderr);
+  } else {
+    // Nothing saved and no lease to rebuild from: this node never set the container up, or a
+    // previous DEL finished. DEL must succeed then.
+    ctx.log.push(
+      `weft-cni: DEL ${call.containerId}: no saved delegate config and no subnetFile; nothing to do\n`,
+    );
+  }
+  // Only after the delegate succeeded: a failed DEL is retried and needs the config again.
+  await removeDelegateConfig(conf.dataDir, call.containerId);
+}
+
+async function cmdCheck(ctx: CallContext): Promise<void> {
+  const { conf, call } = ctx;
+  if (!versionAtLeast(conf.cniVersion, '0.4.0')) {
+    throw new CniError(
+      CniErrorCodes.INCOMPATIBLE_VERSION,
+      `incompatible CNI version: field cniVersion: CHECK needs 0.4.0 or later, got ${conf.cniVersion}`,
+    );
+  }
+  if (!conf.prevResult) throw configFieldError('prevResult', 'is required for CHECK');
+  const config = (await followUpConfig(ctx)) ?? buildDelegateConfig(conf, await requireSubnetEnv(conf));
+  const out = await ctx.run({
+    command: 'CHECK',
+    config: forFollowUp(config, conf),
+    env: ctx.env,
+    path: call.path,
+  });
+  if (out.stderr) ctx.log.push(out.stderr);
+}
