@@ -1,0 +1,42 @@
+/**
+ * Backends by config type, in the manner of grpc-js's resolver and load-balancer registries: an
+ * implementation registers a factory under its name, and the daemon asks for the one its network
+ * config names without knowing the implementations.
+ */
+import { ErrorCodes, invalid } from '../../errors/index.js';
+import type { Backend, BackendContext, BackendFactory } from './backend.js';
+
+const factories = new Map<string, BackendFactory>();
+
+/** Register `factory` for `Backend.Type` `type`, replacing any earlier one (tests substitute fakes). */
+export function registerBackend(type: string, factory: BackendFactory): void {
+  factories.set(type, factory);
+}
+
+/** Remove a registration; for tests. */
+export function unregisterBackend(type: string): void {
+  factories.delete(type);
+}
+
+/** The registered types, sorted. */
+export function registeredBackendTypes(): string[] {
+  return [...factories.keys()].sort();
+}
+
+/**
+ * The backend for `ctx.config.backend.type`. Throws WEFT_INVALID_CONFIG naming the type when none
+ * is registered (e.g. `udp` before the native backend exists).
+ */
+export function createBackend(ctx: BackendContext): Backend {
+  const type = ctx.config.backend.type;
+  const factory = factories.get(type);
+  if (!factory) {
+    throw invalid(
+      'net-conf',
+      'Backend.Type',
+      `backend ${JSON.stringify(type)} is not available in this build (available: ${registeredBackendTypes().join(', ')})`,
+      ErrorCodes.INVALID_CONFIG,
+    );
+  }
+  return factory(ctx);
+}

@@ -1,0 +1,504 @@
+/**
+ * weft-flanneld's imperative shell: wires the registry, the lease manager, the dataplane, the
+ * firewall rules, subnet.env and the health listener together, and keeps them running. All
+ * decisions live in the pure parts (chooseLease, the backends' planners, the rule builders);
+ * this file only sequences I/O.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import type { Registry } from 'prom-client';
+import { Backoff } from '../backoff/index.js';
+import { ErrorCodes, isWeftError, messageOf } from '../errors/index.js';
+import { startHealthServer, type HealthServer } from '../health/index.js';
+import { Cidr, parseNetConfig, subnetsDir, type NetConfig, type SubnetKey } from '../ipam/index.js';
+import { componentLogger, rootLogger, type Logger } from '../log/index.js';
+import { Counter, Gauge, createRegistry } from '../metrics/index.js';
+import { openNetlink, type Netlink } from '../netlink/index.js';
+import { openStore, type KeyValue, type Store, type WatchEvent } from '../registry/index.js';
+import { sdNotify } from '../systemd/index.js';
+import { leaseAttrsOf } from './backends/index.js';
+import { Dataplane } from './dataplane/index.js';
+import { findExternalIface, type ExternalIface } from './external-iface.js';
+import type { FlanneldFlags } from './flags.js';
+import { LeaseManager, readLeaseListing, type Lease } from './lease/index.js';
+import { createMasqRules, type MasqRules } from './masq-rules.js';
+import { formatSubnetEnv, parseSubnetEnv, writeSubnetEnv } from './subnet-env.js';
+
+/** Why {@link Flanneld.run} returned. */
+export type RunOutcome = 'stopped' | 'config-changed';
+
+/** Options of {@link Flanneld}. */
+export interface FlanneldOptions {
+  flags: FlanneldFlags;
+  /** Use this store instead of opening one from the flags (tests, embedding). Not closed by the daemon. */
+  store?: Store;
+  /** Prometheus registry; default a fresh one with process metrics. */
+  metrics?: Registry;
+  logger?: Logger;
+  /** Interval of the dataplane's periodic full check, ms. Default 10 000. */
+  resyncIntervalMs?: number;
+}
+
+/** The store the flags name: etcd (default) or a `redis://` URL. */
+export function openStoreFromFlags(flags: FlanneldFlags, logger: Logger, metrics?: Registry): Promise<Store> {
+  if (flags.registry.startsWith('redis://') || flags.registry.startsWith('rediss://')) {
+    return openStore({
+      registry: 'redis',
+      redis: { url: flags.registry },
+      logger,
+      ...(metrics && { metrics }),
+    });
+  }
+  const tls =
+    flags.etcdCafile || flags.etcdCertfile || flags.etcdKeyfile
+      ? {
+          ...(flags.etcdCafile && { caFile: flags.etcdCafile }),
+          ...(flags.etcdCertfile && { certFile: flags.etcdCertfile }),
+          ...(flags.etcdKeyfile && { keyFile: flags.etcdKeyfile }),
+        }
+      : undefined;
+  return openStore({
+    registry: flags.registry,
+    etcd: {
+      endpoints: flags.etcdEndpoints,
+      ...(tls && { tls }),
+      ...(flags.etcdUsername && { username: flags.etcdUsername }),
+      ...(flags.etcdPassword && { password: flags.etcdPassword }),
+    },
+    logger,
+    ...(metrics && { metrics }),
+  });
+}
+
+/** The previous subnet.env's lease, when there is a readable one. */
+export function previousSubnet(path: string, log: Logger): SubnetKey | undefined {
+  if (!existsSync(path)) return undefined;
+  try {
+    const env = parseSubnetEnv(readFileSync(path, 'utf8'));
+    return {
+      ipv4: Cidr.parse(env.subnet),
+      ...(env.ipv6Subnet !== undefined && { ipv6: Cidr.parse(env.ipv6Subnet) }),
+    };
+  } catch (err) {
+    log.warn({ path, err: messageOf(err) }, 'ignoring unreadable subnet.env');
+    return undefined;
+  }
+}
+
+/** Canonical form of a config, to tell a real change from a rewrite of the same content. */
+function configFingerprint(config: NetConfig): string {
+  return JSON.stringify(config, (_k, v: unknown) => (v instanceof Cidr ? v.toString() : v));
+}
+
+/** One run of the daemon, from connecting to the registry to shutdown or a config change. */
+export class Flanneld {
+  readonly #o: FlanneldOptions;
+  readonly #flags: FlanneldFlags;
+  readonly #log: Logger;
+  readonly #metrics: Registry;
+  readonly #abort = new AbortController();
+  readonly #configChanged: Promise<void>;
+  #signalConfigChanged!: () => void;
+  #subnetEnvWritten = false;
+  #dataplane: Dataplane | undefined;
+  #lease: Lease | undefined;
+  #health: HealthServer | undefined;
+  readonly #errors: Counter;
+  readonly #configStale: Gauge;
+  readonly #lastSync: Gauge;
+
+  constructor(opts: FlanneldOptions) {
+    this.#o = opts;
+    this.#flags = opts.flags;
+    this.#log = opts.logger ?? componentLogger('flanneld');
+    this.#metrics = opts.metrics ?? createRegistry({ processMetrics: true });
+    this.#configChanged = new Promise((resolve) => (this.#signalConfigChanged = resolve));
+    this.#errors = new Counter({
+      name: 'weft_flanneld_errors_total',
+      help: 'Errors of the daemon by stage.',
+      labelNames: ['stage'],
+      registers: [this.#metrics],
+    });
+    this.#configStale = new Gauge({
+      name: 'weft_flanneld_config_stale',
+      help: '1 when the registry holds a network config the daemon could not apply (invalid).',
+      registers: [this.#metrics],
+    });
+    this.#lastSync = new Gauge({
+      name: 'weft_flanneld_last_sync_timestamp_seconds',
+      help: 'When the dataplane last matched the leases, in seconds since the epoch.',
+      registers: [this.#metrics],
+    });
+  }
+
+  /** Readiness: the dataplane is programmed and subnet.env written. */
+  get ready(): boolean {
+    return this.#subnetEnvWritten && (this.#dataplane?.isReady ?? false);
+  }
+
+  /** The lease held, once acquired. */
+  get lease(): Lease | undefined {
+    return this.#lease;
+  }
+
+  /** Port of the health listener, when one runs. */
+  get healthPort(): number | undefined {
+    return this.#health?.port;
+  }
+
+  /** Ask {@link run} to stop; the lease and the dataplane are kept for the next start. */
+  stop(): void {
+    this.#abort.abort();
+  }
+
+  /** Runs until {@link stop} or a change of the network config (the caller then starts anew). */
+  async run(): Promise<RunOutcome> {
+    const signal = this.#abort.signal;
+    const flags = this.#flags;
+    const resources: Array<() => Promise<void>> = [];
+    const closeAll = async () => {
+      for (const close of resources.reverse()) await close().catch(() => {});
+    };
+    try {
+      if (flags.healthzPort > 0) {
+        this.#health = await startHealthServer({
+          host: flags.healthzIp,
+          port: flags.healthzPort,
+          registry: this.#metrics,
+          checks: {
+            '/healthz': () => ({ ok: true }),
+            '/livez': () => ({ ok: true }),
+            '/readyz': () => (this.ready ? { ok: true } : { ok: false, reason: this.#notReadyReason() }),
+          },
+        });
+        const health = this.#health;
+        resources.push(() => health.close());
+        this.#log.info({ host: health.host, port: health.port }, 'health listener up');
+      }
+
+      const store =
+        this.#o.store ?? (await openStoreFromFlags(flags, componentLogger('registry'), this.#metrics));
+      if (!this.#o.store) resources.push(() => store.close());
+      const nl = await openNetlink({ logger: this.#log });
+      resources.push(async () => nl.close());
+
+      const ext = await this.#retry('external interface', () => findExternalIface(nl, flags), signal);
+      if (!ext) return 'stopped';
+      this.#log.info(
+        { iface: ext.name, ip: ext.ip, publicIp: ext.publicIp, mtu: ext.mtu },
+        'using external interface',
+      );
+
+      const loaded = await this.#waitForConfig(store, signal);
+      if (!loaded) return 'stopped';
+      const { config, revision } = loaded;
+
+      const outcome = await this.#serve(store, nl, ext, config, revision, resources, signal);
+      return outcome;
+    } finally {
+      await closeAll();
+    }
+  }
+
+  #notReadyReason(): string {
+    if (!this.#dataplane?.isReady) return 'dataplane not programmed yet';
+    if (!this.#subnetEnvWritten) return 'subnet.env not written yet';
+    return 'not ready';
+  }
+
+  async #serve(
+    store: Store,
+    nl: Netlink,
+    ext: ExternalIface,
+    config: NetConfig,
+    configRevision: number,
+    resources: Array<() => Promise<void>>,
+    signal: AbortSignal,
+  ): Promise<RunOutcome> {
+    const flags = this.#flags;
+    const prefix = flags.etcdPrefix;
+    const dataplane = new Dataplane({
+      config,
+      extIface: {
+        name: ext.name,
+        index: ext.index,
+        ip: ext.ip,
+        ...(ext.ipv6 && { ipv6: ext.ipv6 }),
+        mtu: ext.mtu,
+      },
+      netlink: nl,
+      registry: this.#metrics,
+      logger: componentLogger('dataplane'),
+      ...(this.#o.resyncIntervalMs !== undefined && { resyncIntervalMs: this.#o.resyncIntervalMs }),
+    });
+    this.#dataplane = dataplane;
+    resources.push(() => dataplane.close());
+    const prepared = await dataplane.start(signal);
+    if (signal.aborted) return 'stopped';
+
+    // The leases of the cluster as last seen; updated from the watch, replaced on every re-list.
+    let entries = new Map<string, KeyValue>();
+    const refresh = async () => {
+      const own = this.#lease;
+      if (!own) return;
+      const { leases, skipped } = readLeaseListing([...entries.values()], prefix);
+      const res = await dataplane.update({
+        own,
+        leases,
+        unreadable: skipped.map((s) => ({ path: s.path, error: s.error })),
+      });
+      if (res.ok) this.#lastSync.set(Date.now() / 1000);
+      else this.#errors.inc({ stage: 'dataplane' });
+    };
+
+    const attrs = leaseAttrsOf(prepared, ext.publicIp, config.ipv6 ? ext.publicIpv6 : undefined);
+    const previous = previousSubnet(flags.subnetFile, this.#log);
+    let masq: MasqRules | undefined;
+    const manager = new LeaseManager({
+      store,
+      config,
+      attrs,
+      prefix,
+      ...(previous && { previous }),
+      renewMarginSeconds: flags.subnetLeaseRenewMargin * 60,
+      // The manager adds its own `component: lease`.
+      logger: rootLogger(),
+      metrics: this.#metrics,
+      onChange: (lease) => {
+        // A new subnet (ours was taken while we were cut off): everything that names it follows.
+        this.#lease = lease;
+        void this.#writeSubnetEnv(config, lease, prepared.mtu);
+        if (masq) void this.#ensureMasq(masq, config, lease);
+        void refresh();
+      },
+    });
+    resources.push(() => manager.close());
+    const lease = await manager.acquire({ signal });
+    this.#lease = lease;
+    this.#log.info({ subnet: lease.key, reservation: lease.reservation }, 'lease acquired');
+
+    const listing = await this.#retry('list leases', () => store.list(subnetsDir(prefix)), signal);
+    if (!listing) return 'stopped';
+    entries = new Map(listing.items.map((kv) => [kv.key, kv]));
+    await refresh();
+    await this.#writeSubnetEnv(config, lease, prepared.mtu);
+
+    if (flags.ipMasq || flags.iptablesForwardRules) {
+      const rules = createMasqRules({
+        firewall: flags.firewall,
+        logger: this.#log.child({ component: 'masq' }),
+      });
+      masq = rules;
+      await this.#ensureMasq(rules, config, lease);
+      const every = setInterval(() => {
+        const held = this.#lease;
+        if (held) void this.#ensureMasq(rules, config, held);
+      }, flags.iptablesResync * 1000);
+      resources.push(async () => clearInterval(every));
+    }
+
+    await dataplane.ready;
+    if (this.ready) {
+      this.#log.info({ subnet: lease.key }, 'ready');
+      void sdNotify({ READY: '1', STATUS: `leased ${lease.key}` });
+    }
+
+    // One watch over the whole prefix: the subnets feed the dataplane and the lease manager, the
+    // config key is checked for changes.
+    const configKey = `${prefix}/config`;
+    const fingerprint = configFingerprint(config);
+    let fromRevision = Math.min(listing.revision, configRevision) + 1;
+    const watchAbort = new AbortController();
+    const onAbort = () => watchAbort.abort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    resources.push(async () => {
+      signal.removeEventListener('abort', onAbort);
+      watchAbort.abort();
+    });
+    const configChanged = this.#configChanged.then(() => 'config-changed' as const);
+    const watching = (async (): Promise<RunOutcome> => {
+      const backoff = new Backoff();
+      while (!watchAbort.signal.aborted) {
+        try {
+          for await (const ev of store.watch(`${prefix}/`, { fromRevision, signal: watchAbort.signal })) {
+            backoff.reset();
+            fromRevision = ev.revision + 1;
+            if (ev.type === 'resync') {
+              this.#log.warn({ reason: ev.reason }, 'registry watch lost history; re-listing');
+              const again = await store.list(subnetsDir(prefix));
+              entries = new Map(again.items.map((kv) => [kv.key, kv]));
+              fromRevision = again.revision + 1;
+              await this.#checkConfig(store, configKey, fingerprint);
+              await refresh();
+              continue;
+            }
+            if (ev.key === configKey) {
+              await this.#checkConfig(store, configKey, fingerprint);
+              continue;
+            }
+            if (!ev.key.startsWith(subnetsDir(prefix))) continue;
+            this.#applyEvent(entries, ev);
+            await manager.handleWatchEvent(ev);
+            await refresh();
+          }
+        } catch (err) {
+          if (watchAbort.signal.aborted) break;
+          this.#errors.inc({ stage: 'watch' });
+          this.#log.warn({ err: messageOf(err) }, 'registry watch failed; retrying');
+          await backoff.wait(watchAbort.signal);
+        }
+      }
+      return 'stopped';
+    })();
+    const stopped = new Promise<RunOutcome>((resolve) => {
+      if (signal.aborted) resolve('stopped');
+      signal.addEventListener('abort', () => resolve('stopped'), { once: true });
+    });
+    const outcome = await Promise.race([stopped, configChanged, watching]);
+    watchAbort.abort();
+    await watching.catch(() => {});
+    return outcome;
+  }
+
+  #applyEvent(entries: Map<string, KeyValue>, ev: Exclude<WatchEvent, { type: 'resync' }>): void {
+    if (ev.type === 'delete') {
+      entries.delete(ev.key);
+      return;
+    }
+    const prev = entries.get(ev.key);
+    entries.set(ev.key, {
+      key: ev.key,
+      value: ev.value,
+      ttlBound: ev.ttlBound,
+      modRevision: ev.revision,
+      createRevision: prev?.createRevision ?? ev.revision,
+    });
+  }
+
+  async #checkConfig(store: Store, key: string, running: string): Promise<void> {
+    const kv = await store.get(key);
+    if (!kv) {
+      this.#configStale.set(1);
+      this.#log.error({ key }, 'network config was deleted; keeping the running config until it is back');
+      return;
+    }
+    let next: NetConfig;
+    try {
+      next = parseNetConfig(kv.value);
+    } catch (err) {
+      this.#configStale.set(1);
+      this.#log.error(
+        { key, field: isWeftError(err) ? err.details.field : undefined, err: messageOf(err) },
+        'network config changed to an invalid value; keeping the running config',
+      );
+      return;
+    }
+    this.#configStale.set(0);
+    if (configFingerprint(next) !== running) {
+      this.#log.warn({ key }, 'network config changed; restarting with the new config');
+      this.#signalConfigChanged();
+    }
+  }
+
+  async #waitForConfig(
+    store: Store,
+    signal: AbortSignal,
+  ): Promise<{ config: NetConfig; revision: number } | undefined> {
+    const key = `${this.#flags.etcdPrefix}/config`;
+    const backoff = new Backoff({ initialMs: 500, maxMs: 10_000 });
+    let lastComplaint = '';
+    while (!signal.aborted) {
+      let complaint: string;
+      let details: Record<string, unknown> = { key };
+      try {
+        const kv = await store.get(key);
+        if (kv) {
+          const config = parseNetConfig(kv.value);
+          this.#configStale.set(0);
+          return { config, revision: kv.modRevision };
+        }
+        complaint = 'waiting for the network config';
+      } catch (err) {
+        if (isWeftError(err, ErrorCodes.INVALID_CONFIG)) {
+          this.#configStale.set(1);
+          complaint = 'network config is invalid; waiting for a valid one';
+          details = { ...details, field: err.details.field, err: err.message };
+        } else {
+          this.#errors.inc({ stage: 'registry' });
+          complaint = 'registry unavailable; waiting for the network config';
+          details = { ...details, err: messageOf(err) };
+        }
+      }
+      // Repeat a complaint only when it changes, or every so often, not on every retry.
+      const text = complaint + JSON.stringify(details);
+      if (text !== lastComplaint || backoff.attempt % 10 === 0) this.#log.warn(details, complaint);
+      lastComplaint = text;
+      await backoff.wait(signal);
+    }
+    return undefined;
+  }
+
+  async #writeSubnetEnv(config: NetConfig, lease: Lease, mtu: number): Promise<void> {
+    const v4 = lease.subnets.ipv4;
+    if (!config.ipv4 || !v4) {
+      this.#log.error('subnet.env needs an IPv4 lease; IPv6-only clusters are not supported yet');
+      return;
+    }
+    const contents = formatSubnetEnv({
+      network: config.ipv4.network.toString(),
+      subnet: v4.toString(),
+      ...(config.ipv6 &&
+        lease.subnets.ipv6 && {
+          ipv6Network: config.ipv6.network.toString(),
+          ipv6Subnet: lease.subnets.ipv6.toString(),
+        }),
+      mtu,
+      ipMasq: this.#flags.ipMasq,
+    });
+    try {
+      await writeSubnetEnv(this.#flags.subnetFile, contents);
+      this.#subnetEnvWritten = true;
+      this.#log.info({ path: this.#flags.subnetFile, subnet: v4.toString(), mtu }, 'wrote subnet.env');
+    } catch (err) {
+      this.#errors.inc({ stage: 'subnet-env' });
+      this.#log.error({ path: this.#flags.subnetFile, err: messageOf(err) }, 'cannot write subnet.env');
+    }
+  }
+
+  async #ensureMasq(rules: MasqRules, config: NetConfig, lease: Lease): Promise<void> {
+    const v4 = lease.subnets.ipv4;
+    if (!config.ipv4 || !v4) return;
+    try {
+      const { repaired } = await rules.ensure({
+        network: config.ipv4.network.toString(),
+        subnet: v4.toString(),
+        ...(config.ipv6 &&
+          lease.subnets.ipv6 && {
+            ipv6Network: config.ipv6.network.toString(),
+            ipv6Subnet: lease.subnets.ipv6.toString(),
+          }),
+        masquerade: this.#flags.ipMasq,
+        forward: this.#flags.iptablesForwardRules,
+      });
+      if (repaired) this.#log.info({ firewall: this.#flags.firewall }, 'masquerade/forward rules written');
+    } catch (err) {
+      this.#errors.inc({ stage: 'firewall' });
+      this.#log.error({ err: messageOf(err) }, 'cannot keep the masquerade/forward rules');
+    }
+  }
+
+  /** Retries `fn` with backoff until it succeeds or `signal` aborts (then undefined). */
+  async #retry<T>(what: string, fn: () => Promise<T>, signal: AbortSignal): Promise<T | undefined> {
+    const backoff = new Backoff({ initialMs: 500, maxMs: 10_000 });
+    while (!signal.aborted) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (isWeftError(err, ErrorCodes.INVALID_ARGUMENT)) throw err;
+        this.#errors.inc({ stage: what });
+        this.#log.warn({ err: messageOf(err) }, `${what} failed; retrying`);
+        await backoff.wait(signal);
+      }
+    }
+    return undefined;
+  }
+}
