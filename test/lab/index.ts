@@ -6,4 +6,6 @@ export * from './exec.js';
 export * from './netns.js';
 export * from './servers.js';
 export * from './topology.js';
+export * from './cni-plugin.js';
+export * from './pods.js';
 export * from './lab.js';

@@ -13,7 +13,16 @@
  * remove what a crashed run left behind. Processes are started with `setpriv --pdeathsig KILL`,
  * so they die with the process that owns the lab, and stopped by PID only.
  */
-import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ErrorCodes, WeftError, messageOf } from '../../src/errors/index.js';
 import {
@@ -34,6 +43,23 @@ import {
   ownerPid,
   runDir,
 } from './netns.js';
+import { prepareCniBin, resolvePluginMain, WEFT_CNI_TYPE } from './cni-plugin.js';
+import {
+  CNI_NETWORK,
+  CNI_VERSION,
+  POD_NAME_RE,
+  TCP_CLIENT_JS,
+  TCP_RESPONDER_JS,
+  parseAddResult,
+  parseCniError,
+  parseTcpClientOutput,
+  type AddPodOptions,
+  type AddedAddress,
+  type CniCallOptions,
+  type LabPod,
+  type TcpRequestOptions,
+  type TcpServerOptions,
+} from './pods.js';
 import { RedisServer, startEtcd, startEtcdCluster, type EtcdMember, type EtcdServer } from './servers.js';
 import {
   DEFAULT_UNDERLAY_CIDR,
@@ -109,9 +135,7 @@ export interface Attachment {
 /**
  * A node: what a machine running the weft daemons would be. Its `name` is hostname-like
  * (`node1`, `node2`...) and is what daemons under test should use as their node name.
- *
- * Pods are added by a later issue; they belong here (e.g. `pods: LabPod[]`, each a namespace
- * `<run>-n1-p1` with a veth into this node's namespace), created by a `Lab.addPod(node, ...)`.
+ * Its pods are {@link Lab.podsOn}; {@link Lab.addPod} creates them.
  */
 export interface LabNode extends Attachment {
   /** Same as `name`: what `hostname` would print on a real node. */
@@ -138,8 +162,9 @@ export interface LabUnderlay {
 }
 
 /**
- * Where a command runs: a node, etcd member or `redis` by name, `underlay`, a namespace name
- * of this run, or any object with a `netns` of this run. Never the root namespace.
+ * Where a command runs: a node, etcd member or `redis` by name, `underlay`, a pod by its label
+ * (`node1/web`), a namespace name of this run, or any object with a `netns` of this run (a
+ * {@link LabPod}, a {@link LabNode}...). Never the root namespace.
  */
 export type LabTarget = string | { readonly netns: string };
 
@@ -185,6 +210,8 @@ export interface ReachabilityOptions extends PingOptions {
 export interface TeardownReport {
   namespaces: string[];
   pids: number[];
+  /** Pods that were still there (`node1/web`); each got a best-effort CNI DEL first. */
+  pods: string[];
   /** Where the logs were kept, when they were. */
   keptLogs?: string;
 }
@@ -196,6 +223,15 @@ const ETCD_CLIENT_PORT = 2379;
 const ETCD_PEER_PORT = 2380;
 const REDIS_PORT = 6379;
 const STOP_GRACE_MS = 3_000;
+const CNI_TIMEOUT_MS = 30_000;
+/** Short: teardown removes the pod's namespace and the run dir whatever DEL does. */
+const TEARDOWN_DEL_TIMEOUT_MS = 10_000;
+const TCP_REQUEST_TIMEOUT_MS = 3_000;
+/**
+ * The PATH of the plugin and the TCP client, which get it and little else: the plugin as from a
+ * runtime (CNI_* and PATH), the client so nothing of the test's environment changes its timing.
+ */
+const CHILD_PATH = process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const ETCDCTL_ENV = { ...process.env, ETCDCTL_API: '3' };
 
 function labError(message: string, details: Record<string, unknown> = {}, cause?: unknown): WeftError {
@@ -285,6 +321,21 @@ export class Lab {
   /** Processes started through startProcess, plus redis; etcd's are read from the servers. */
   readonly #processes: ManagedProcess[] = [];
   readonly #pids = new Set<number>();
+  /** Where each process of startProcess runs, so removing a pod can stop its processes first. */
+  readonly #processNetns = new Map<ManagedProcess, string>();
+  readonly #pods: LabPod[] = [];
+  /**
+   * Per pod: the network config it was added with, for its DEL, and when addPod was called,
+   * so `pods` lists concurrent adds in call order rather than in whichever order ADD finished.
+   */
+  readonly #podInfo = new Map<LabPod, { conf: Record<string, unknown>; seq: number }>();
+  #podSeq = 0;
+  /** `node/name` of pods being added, so two adds of one name cannot race. */
+  readonly #podsPending = new Set<string>();
+  /** Per node, the tail of its CNI calls: they run one at a time on a node, as kubelet's do. */
+  readonly #cniQueue = new Map<string, Promise<unknown>>();
+  #cniPlugin: Promise<string> | undefined;
+  #scripts: { responder: string; client: string } | undefined;
   #teardown: Promise<TeardownReport> | undefined;
 
   private constructor(runId: string, plan: AddressPlan, opts: LabOptions) {
@@ -530,7 +581,10 @@ export class Lab {
     return n;
   }
 
-  /** The namespace a target resolves to; throws for anything outside this run. */
+  /**
+   * The namespace a target resolves to (a pod also by its `node1/web` label); throws for
+   * anything outside this run.
+   */
   netnsOf(target: LabTarget): string {
     if (typeof target !== 'string') {
       if (!target.netns.startsWith(`${this.runId}-`)) {
@@ -542,6 +596,8 @@ export class Lab {
     const known = this.#attachments();
     const hit = known.find((a) => a.name === target || a.netns === target);
     if (hit) return hit.netns;
+    const pod = this.#pods.find((p) => podLabel(p) === target);
+    if (pod) return pod.netns;
     if (target.startsWith(`${this.runId}-`) && this.#namespaces.has(target)) return target;
     throw labError(`lab ${this.runId} has no node, server or namespace ${target}`, { target });
   }
@@ -553,6 +609,8 @@ export class Lab {
   /** A display name for a namespace (node name, `underlay`, `etcd1`...). */
   #roleOf(netns: string): string {
     if (netns === this.underlay.netns) return 'underlay';
+    const pod = this.#pods.find((p) => p.netns === netns);
+    if (pod) return podLabel(pod);
     return this.#attachments().find((a) => a.netns === netns)?.name ?? netns;
   }
 
@@ -588,6 +646,7 @@ export class Lab {
       env: { ...process.env, ...env },
     });
     this.#track(p);
+    this.#processNetns.set(p, netns);
     return p;
   }
 
@@ -602,6 +661,318 @@ export class Lab {
   pids(): number[] {
     for (const p of this.processes()) if (p.pid) this.#pids.add(p.pid);
     return [...this.#pids];
+  }
+
+  /** Every pod of the lab, in the order addPod was called. */
+  get pods(): readonly LabPod[] {
+    return [...this.#pods];
+  }
+
+  /** The pods on one node, in the order addPod was called. */
+  podsOn(node: string | LabNode): LabPod[] {
+    const n = this.#nodeOf(node);
+    return this.#pods.filter((p) => p.node === n.name);
+  }
+
+  /**
+   * Where a node's subnet.env belongs: `<dir>/<node>/subnet.env`. weft-cni reads it on every
+   * ADD, so the daemon under test on that node is started with `--subnet-file` pointing here
+   * (or a test writes it by hand). Nothing creates it for you.
+   */
+  subnetEnvPath(node: string | LabNode): string {
+    return join(this.dir, this.#nodeOf(node).name, 'subnet.env');
+  }
+
+  /**
+   * The network config weft-cni gets on a node. Every path in it is under `<dir>/<node>/`:
+   * pods on different nodes must not share host-local's reservations (each node has its own
+   * lease), and nothing may land in the machine's /var/lib/cni.
+   */
+  cniConfig(node: string | LabNode): Record<string, unknown> {
+    const n = this.#nodeOf(node);
+    const base = join(this.dir, n.name);
+    return {
+      cniVersion: CNI_VERSION,
+      name: CNI_NETWORK,
+      type: WEFT_CNI_TYPE,
+      subnetFile: this.subnetEnvPath(n),
+      dataDir: join(base, 'cni-data'),
+      ipam: { dataDir: join(base, 'ipam') },
+      delegate: {},
+    };
+  }
+
+  /**
+   * The CNI_PATH of every node, `<dir>/cni-bin`: the reference plugins and `weft-cni`. Built
+   * on first use (see cni-plugin.ts for where the plugin's code comes from), so labs without
+   * pods pay nothing for it.
+   */
+  cniBinDir(): Promise<string> {
+    this.#cniPlugin ??= (async () => {
+      const main = await resolvePluginMain(join(this.dir, 'cni-build'));
+      const binDir = join(this.dir, 'cni-bin');
+      prepareCniBin(binDir, main);
+      return binDir;
+    })().catch((err: unknown) => {
+      // Not cached: a retry after fixing the cause (a missing package, a syntax error) works.
+      this.#cniPlugin = undefined;
+      throw labError(`lab ${this.runId}: preparing weft-cni failed: ${messageOf(err)}`, {}, err);
+    });
+    return this.#cniPlugin;
+  }
+
+  /**
+   * One weft-cni call in the node's namespace, as a runtime on that node makes it. Resolves
+   * whatever the exit status: an error is CNI error JSON on stdout and a non-zero code. Calls on
+   * one node run one at a time (as kubelet's do), so tests may add pods concurrently.
+   */
+  async cni(
+    node: string | LabNode,
+    command: 'ADD' | 'DEL' | 'CHECK' | 'VERSION',
+    opts: CniCallOptions,
+  ): Promise<RunResult> {
+    const n = this.#nodeOf(node);
+    // Resolved here, so CNI_NETNS can only ever name a namespace of this run.
+    const podNetns = opts.netns === undefined ? undefined : this.netnsOf(opts.netns);
+    const binDir = await this.cniBinDir();
+    return this.#serialOn(n.name, () =>
+      run(join(binDir, WEFT_CNI_TYPE), [], {
+        netns: n.netns,
+        env: {
+          PATH: CHILD_PATH,
+          CNI_COMMAND: command,
+          CNI_CONTAINERID: opts.containerId,
+          CNI_NETNS: podNetns ? `/run/netns/${podNetns}` : '',
+          CNI_IFNAME: opts.ifname ?? 'eth0',
+          CNI_PATH: binDir,
+        },
+        input: JSON.stringify(opts.conf ?? this.cniConfig(n)),
+        allowFail: true,
+        timeoutMs: opts.timeoutMs ?? CNI_TIMEOUT_MS,
+      }),
+    );
+  }
+
+  /** Runs `fn` after every earlier call queued under `key` has settled. */
+  #serialOn<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const next = (this.#cniQueue.get(key) ?? Promise.resolve()).then(fn);
+    this.#cniQueue.set(
+      key,
+      next.catch(() => undefined),
+    );
+    return next;
+  }
+
+  /**
+   * Add a pod to a node as a runtime would: a namespace `<run>-n<K>-<name>`, then weft-cni ADD
+   * in the node's namespace with the node's config ({@link cniConfig}). The node's subnet.env
+   * ({@link subnetEnvPath}) must exist by then. When ADD fails, DEL is run and the namespace
+   * removed (a runtime cleans up the same way), and the promise rejects with WeftError LAB whose
+   * `details` hold the CNI error (`cniCode`, `cniMsg`) and the plugin's stderr.
+   */
+  async addPod(node: string | LabNode, name: string, opts: AddPodOptions = {}): Promise<LabPod> {
+    if (this.#teardown) throw labError(`lab ${this.runId} is torn down`);
+    const n = this.#nodeOf(node);
+    if (!POD_NAME_RE.test(name)) {
+      throw labError(`pod name ${JSON.stringify(name)} must be 1 to 32 of a-z, 0-9 and inner -`, {
+        field: 'name',
+      });
+    }
+    const label = `${n.name}/${name}`;
+    if (this.#podsPending.has(label) || this.#pods.some((p) => podLabel(p) === label)) {
+      throw labError(`lab ${this.runId} has a pod ${label} already`, { pod: label });
+    }
+    this.#podsPending.add(label);
+    const seq = this.#podSeq++;
+    try {
+      // Before the namespace exists, so a plugin that cannot be prepared leaves nothing behind.
+      await this.cniBinDir();
+      const netns = netnsName(this.runId, `${n.netns.slice(this.runId.length + 1)}-${name}`);
+      const ifname = opts.ifname ?? 'eth0';
+      const conf = { ...this.cniConfig(n), ...opts.conf };
+      const call: CniCallOptions = {
+        containerId: opts.containerId ?? `${this.runId}-${n.name}-${name}`,
+        netns,
+        ifname,
+        conf,
+        timeoutMs: opts.timeoutMs,
+      };
+      let added: AddedAddress;
+      try {
+        await this.#netns(netns);
+        const r = await this.cni(n, 'ADD', call);
+        if (r.code !== 0) throw cniCallError('ADD', label, r);
+        added = parseAddResult(r.stdout);
+      } catch (err) {
+        await this.cni(n, 'DEL', { ...call, timeoutMs: TEARDOWN_DEL_TIMEOUT_MS }).catch(() => undefined);
+        await this.#dropNetns(netns);
+        throw err;
+      }
+      const pod: LabPod = {
+        name,
+        node: n.name,
+        netns,
+        ip: added.ip,
+        prefixLength: added.prefixLength,
+        gateway: added.gateway,
+        ifname,
+        containerId: call.containerId,
+        result: added.result,
+      };
+      this.#podInfo.set(pod, { conf, seq });
+      this.#pods.push(pod);
+      this.#pods.sort((x, y) => (this.#podInfo.get(x)?.seq ?? 0) - (this.#podInfo.get(y)?.seq ?? 0));
+      return pod;
+    } finally {
+      this.#podsPending.delete(label);
+    }
+  }
+
+  /**
+   * Remove a pod as a runtime would: stop the lab's processes in it, weft-cni DEL (with its ADD
+   * result as prevResult), then delete its namespace. When DEL fails the promise rejects
+   * (WeftError LAB) and the pod stays, for a retry or for teardown. Removing a pod that is
+   * already gone does nothing.
+   */
+  async removePod(pod: LabPod): Promise<void> {
+    // Throws for a pod of another lab, which "already gone" must not hide.
+    this.netnsOf(pod);
+    const known = this.#pods.find((p) => p.netns === pod.netns);
+    if (!known) return;
+    await Promise.allSettled(this.#processesIn(known.netns).map((p) => p.stop(STOP_GRACE_MS)));
+    const r = await this.#delPod(known, CNI_TIMEOUT_MS);
+    if (r.code !== 0) throw cniCallError('DEL', podLabel(known), r);
+    await this.#dropNetns(known.netns);
+    this.#pods.splice(this.#pods.indexOf(known), 1);
+    this.#podInfo.delete(known);
+  }
+
+  #delPod(pod: LabPod, timeoutMs: number): Promise<RunResult> {
+    const conf = this.#podInfo.get(pod)?.conf ?? this.cniConfig(pod.node);
+    return this.cni(pod.node, 'DEL', {
+      containerId: pod.containerId,
+      netns: pod.netns,
+      ifname: pod.ifname,
+      conf: { ...conf, prevResult: pod.result },
+      timeoutMs,
+    });
+  }
+
+  async #dropNetns(netns: string): Promise<void> {
+    await deleteNetns(netns);
+    this.#namespaces.delete(netns);
+  }
+
+  #processesIn(netns: string): ManagedProcess[] {
+    return this.#processes.filter((p) => p.running && this.#processNetns.get(p) === netns);
+  }
+
+  #nodeOf(node: string | LabNode): LabNode {
+    return this.node(typeof node === 'string' ? node : node.name);
+  }
+
+  /** Run a command to completion inside a pod. */
+  podExec(
+    pod: LabPod,
+    cmd: string,
+    args: readonly string[],
+    opts: Omit<RunOptions, 'netns'> = {},
+  ): Promise<RunResult> {
+    return this.exec(pod, cmd, args, opts);
+  }
+
+  /** The responder and client scripts, written to `<dir>/bin` on first use. */
+  #labScripts(): { responder: string; client: string } {
+    if (!this.#scripts) {
+      const bin = join(this.dir, 'bin');
+      mkdirSync(bin, { recursive: true });
+      const scripts = { responder: join(bin, 'tcp-responder.mjs'), client: join(bin, 'tcp-client.mjs') };
+      writeFileSync(scripts.responder, TCP_RESPONDER_JS);
+      writeFileSync(scripts.client, TCP_CLIENT_JS);
+      this.#scripts = scripts;
+    }
+    return this.#scripts;
+  }
+
+  /**
+   * Start a TCP responder in a pod (or any namespace of the lab): every connection to `port`
+   * is answered with one line, by default the pod's name, then closed; an HTTP request gets an
+   * HTTP/1.1 200 with that line as body. Resolves once it listens. It is stopped by removePod
+   * and teardown, or by its own `stop()`.
+   */
+  async startTcpServer(
+    target: LabTarget,
+    port: number,
+    opts: TcpServerOptions = {},
+  ): Promise<ManagedProcess> {
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw labError(`port must be an integer in 1..65535, got ${port}`, { field: 'port' });
+    }
+    const netns = this.netnsOf(target);
+    const reply = opts.reply ?? this.#pods.find((p) => p.netns === netns)?.name ?? this.#roleOf(netns);
+    if (/[\r\n]/.test(reply)) throw labError('reply must be a single line', { field: 'reply' });
+    const name = opts.name ?? `tcp-${port}`;
+    const { responder } = this.#labScripts();
+    const p = this.startProcess(netns, name, 'env', [
+      ...nodeWithoutHooks(),
+      responder,
+      String(port),
+      opts.host ?? '0.0.0.0',
+      reply,
+      opts.includePeer ? '1' : '0',
+    ]);
+    // The log is appended to: only what this process writes counts, not an earlier run's line.
+    const offset = fileSize(p.logFile);
+    const died = new AbortController();
+    void p.exited().then((code) =>
+      died.abort(
+        labError(`${p.name} exited (code ${code}) before listening: ${readFrom(p.logFile, offset).trim()}`, {
+          logFile: p.logFile,
+        }),
+      ),
+    );
+    try {
+      await waitFor(() => /^listening /m.test(readFrom(p.logFile, offset)), {
+        what: `${p.name} to listen on port ${port}`,
+        timeoutMs: opts.timeoutMs ?? 10_000,
+        intervalMs: 20,
+        signal: died.signal,
+      });
+    } catch (err) {
+      await p.stop(STOP_GRACE_MS);
+      throw err;
+    }
+    return p;
+  }
+
+  /**
+   * Connect from a namespace of the lab to `ip:port`, send `opts.send`, half-close, and resolve
+   * with everything the server sent before closing. Rejects with WeftError LAB whose
+   * `details.code` is the socket error (ECONNREFUSED, EHOSTUNREACH...) or ETIMEDOUT.
+   */
+  async tcpRequest(from: LabTarget, ip: string, port: number, opts: TcpRequestOptions = {}): Promise<string> {
+    const netns = this.netnsOf(from);
+    const timeoutMs = opts.timeoutMs ?? TCP_REQUEST_TIMEOUT_MS;
+    const { client } = this.#labScripts();
+    const r = await run(
+      'env',
+      [...nodeWithoutHooks(), client, ip, String(port), String(timeoutMs), opts.send ?? 'ping\n'],
+      // The client enforces timeoutMs itself; this only catches a client that hangs regardless.
+      { netns, allowFail: true, timeoutMs: timeoutMs + 10_000, env: { PATH: CHILD_PATH } },
+    );
+    const out = parseTcpClientOutput(r.stdout, r.stderr);
+    if (!out.ok) {
+      throw labError(
+        `tcp ${this.#roleOf(netns)} -> ${ip}:${port}: ${out.code ?? '?'}: ${out.message ?? ''}`,
+        {
+          from: netns,
+          to: `${ip}:${port}`,
+          code: out.code,
+          data: out.data,
+        },
+      );
+    }
+    return out.data;
   }
 
   /** Ping `ip` from a namespace of the lab; never throws for an unreachable target. */
@@ -712,6 +1083,7 @@ export class Lab {
       ...this.nodes.map((n) => ({ role: n.name, netns: n.netns })),
       ...this.etcdMembers.map((m) => ({ role: m.name, netns: m.netns })),
       ...(this.redisAttachment ? [{ role: 'redis', netns: this.redisAttachment.netns }] : []),
+      ...this.#pods.map((p) => ({ role: podLabel(p), netns: p.netns })),
     ];
     const views: NamespaceView[] = await Promise.all(
       ns.map(async ({ role, netns }) => {
@@ -732,8 +1104,7 @@ export class Lab {
           const p = this.redis.process;
           notes.push(`redis-server ${this.redis.url}, pid ${p?.running ? p.pid : 'not running'}`);
         }
-        for (const p of this.#processes.filter((x) => x.running && x.name.startsWith(`${role}/`))) {
-          if (role === 'redis') continue;
+        for (const p of this.#processes.filter((x) => x.running && this.#processNetns.get(x) === netns)) {
           notes.push(`process ${p.name}: pid ${p.pid}, log ${p.logFile}`);
         }
         return { role, netns, links, notes };
@@ -747,7 +1118,7 @@ export class Lab {
       '',
     ];
     const summary = table([
-      ['', 'role', 'namespace', 'underlay address'],
+      ['', 'role', 'namespace', 'address'],
       [
         '',
         'underlay',
@@ -766,6 +1137,7 @@ export class Lab {
             ],
           ]
         : []),
+      ...this.#pods.map((p) => ['', podLabel(p), p.netns, `${p.ip}/${p.prefixLength} (${p.ifname}, pod)`]),
     ]);
     const footer = [
       '',
@@ -784,9 +1156,10 @@ export class Lab {
   }
 
   /**
-   * Stop every process the lab started (SIGTERM, then SIGKILL, by PID), delete every namespace
-   * of the run (which kills whatever else runs in them) and remove the run dir, keeping the
-   * logs first when asked to (or WEFT_LAB_KEEP_LOGS=1). Idempotent. Rejects (WeftError LAB)
+   * Stop every process the lab started (SIGTERM, then SIGKILL, by PID), run weft-cni DEL for
+   * every pod left (best effort), delete every namespace of the run (which kills whatever else
+   * runs in them) and remove the run dir, keeping the logs first when asked to (or
+   * WEFT_LAB_KEEP_LOGS=1). Idempotent. Rejects (WeftError LAB)
    * when a namespace or process of the run is still there afterwards.
    */
   teardown(opts: { keepLogs?: boolean } = {}): Promise<TeardownReport> {
@@ -804,6 +1177,11 @@ export class Lab {
     const running = this.processes();
     await Promise.allSettled(running.filter((p) => !servers.has(p)).map((p) => p.stop(STOP_GRACE_MS)));
     await Promise.allSettled(running.filter((p) => servers.has(p)).map((p) => p.kill()));
+
+    // DEL before the namespaces go, as a runtime would, so the plugin's clean-up path runs. Best
+    // effort: deleting the namespaces and the run dir below undoes whatever DEL leaves.
+    const pods = [...this.#pods];
+    await Promise.allSettled(pods.map((p) => this.#delPod(p, TEARDOWN_DEL_TIMEOUT_MS)));
 
     let namespaces = [...this.#namespaces];
     try {
@@ -833,7 +1211,7 @@ export class Lab {
       problems.push(`listing namespaces: ${messageOf(err)}`);
     }
 
-    const report: TeardownReport = { namespaces, pids };
+    const report: TeardownReport = { namespaces, pids, pods: pods.map(podLabel) };
     try {
       if (keepLogs) report.keptLogs = this.#keepLogs();
       rmSync(this.dir, { recursive: true, force: true });
@@ -863,4 +1241,46 @@ async function settleAll(ps: Promise<unknown>[]): Promise<void> {
   const results = await Promise.allSettled(ps);
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
+}
+
+/** A failed weft-cni call, with the CNI error (`cniCode`, `cniMsg`) and stderr in `details`. */
+function cniCallError(command: string, pod: string, r: RunResult): WeftError {
+  const e = parseCniError(r.stdout);
+  return labError(
+    `weft-cni ${command} of pod ${pod} failed (exit ${r.code}): ` +
+      (e ? `${e.msg} (CNI code ${e.code})` : r.stdout.trim() || r.stderr.trim()),
+    { pod, cniCode: e?.code, cniMsg: e?.msg, cniDetails: e?.details, stdout: r.stdout, stderr: r.stderr },
+  );
+}
+
+/**
+ * `env` arguments that run this Node without NODE_OPTIONS. Under tap, every child's environment
+ * gets a NODE_OPTIONS that loads a process-tracking hook (even when the spawn names its own
+ * env), which makes each start of the small lab programs cost most of a second. env execs, so
+ * a started process keeps its PID.
+ */
+function nodeWithoutHooks(): string[] {
+  return ['-u', 'NODE_OPTIONS', process.execPath];
+}
+
+/** How a pod is shown and addressed by name: `node1/web`. */
+function podLabel(pod: LabPod): string {
+  return `${pod.node}/${pod.name}`;
+}
+
+function fileSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** The text of `path` from byte `offset` on; '' while the file does not exist. */
+function readFrom(path: string, offset: number): string {
+  try {
+    return readFileSync(path).subarray(offset).toString('utf8');
+  } catch {
+    return '';
+  }
 }

@@ -26,7 +26,7 @@ import {
   newRunId,
   runDir,
 } from '../../lab/netns.js';
-import { buildPlugin } from './fixtures/build-plugin.js';
+import { buildPlugin } from '../../lab/build-plugin.js';
 
 /** Everything under a directory, to show nothing was added there. */
 function tree(dir: string): string[] {

@@ -1,14 +1,14 @@
 /**
  * The executable as a runtime sees it: main.ts as a process, from a private build of just the
- * plugin (test/integration/cni/fixtures/build-plugin.ts), and the bin/weft-cni shim's own logic
- * against a stand-in dist/, so neither depends on the shared dist/ being built or fresh.
+ * plugin (test/lab/build-plugin.ts), and the bin/weft-cni shim's own logic against a stand-in
+ * dist/, so neither depends on the shared dist/ being built or fresh.
  */
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { run, type RunResult } from '../../lab/exec.js';
-import { REPO_ROOT, buildPlugin } from '../../integration/cni/fixtures/build-plugin.js';
+import { REPO_ROOT, buildPlugin } from '../../lab/build-plugin.js';
 
 const SHIM = join(REPO_ROOT, 'bin/weft-cni');
 const buildDir = mkdtempSync(join(tmpdir(), 'weft-cni-build-'));
