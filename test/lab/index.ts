@@ -9,3 +9,4 @@ export * from './topology.js';
 export * from './cni-plugin.js';
 export * from './pods.js';
 export * from './lab.js';
+export * from './flanneld.js';
