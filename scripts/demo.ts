@@ -1,7 +1,8 @@
 /**
  * `make demo` (`node dist/scripts/demo.js`): brings up a lab of three nodes and etcd, each in
  * its own network namespace on one underlay bridge, shows its topology, checks that every node
- * reaches every other node and etcd, and tears it all down. Exits 0 when every check passed,
+ * reaches every other node and etcd, starts weft-flanneld everywhere, puts a pod on each node
+ * through weft-cni, shows the pods talking across nodes, and tears it all down. Exits 0 when every check passed,
  * 1 when one failed, 130 when interrupted; the lab is torn down in every case.
  *
  * Options: --nodes N (default 3), --etcd-members 1|3 (default 1), --keep-logs (copy the logs
@@ -10,6 +11,7 @@
 import { parseArgs } from 'node:util';
 import { messageOf } from '../src/errors/index.js';
 import {
+  FlannelCluster,
   Lab,
   deleteRun,
   listNetns,
@@ -79,7 +81,7 @@ process.on('SIGINT', onSignal);
 process.on('SIGTERM', onSignal);
 
 async function bringUp(): Promise<Lab> {
-  say(`[1/5] Bringing up the lab, run id ${runId} (every namespace and the temp dir carry it):`);
+  say(`[1/6] Bringing up the lab, run id ${runId} (every namespace and the temp dir carry it):`);
   const t0 = Date.now();
   const labels: Record<LabStep, string> = {
     cleanup: 'stale runs',
@@ -105,14 +107,14 @@ async function bringUp(): Promise<Lab> {
 }
 
 async function showTopology(l: Lab): Promise<void> {
-  say('\n[2/5] Topology, as the kernel reports it (`ip -d -j addr` in every namespace of the run):');
+  say('\n[2/6] Topology, as the kernel reports it (`ip -d -j addr` in every namespace of the run):');
   say(indent(await l.topology()));
 }
 
 async function checkNodes(l: Lab): Promise<void> {
   const count = 3;
   say(
-    `\n[3/5] Reachability over the underlay: every node pings every other node's eth0 address and the` +
+    `\n[3/6] Reachability over the underlay: every node pings every other node's eth0 address and the` +
       `\n      underlay bridge and etcd (${count} packets each; a cell is the average rtt, FAIL if no reply):`,
   );
   const m = await l.reachability({ count, includeServers: true });
@@ -134,7 +136,7 @@ async function checkNodes(l: Lab): Promise<void> {
 }
 
 async function checkEtcd(l: Lab): Promise<void> {
-  say("\n[4/5] Each node reaches etcd: `etcdctl endpoint health` run inside the node's namespace:");
+  say("\n[4/6] Each node reaches etcd: `etcdctl endpoint health` run inside the node's namespace:");
   let ok = 0;
   for (const n of l.nodes) {
     checkInterrupted();
@@ -166,8 +168,66 @@ async function checkEtcd(l: Lab): Promise<void> {
   }
 }
 
+async function showOverlay(l: Lab): Promise<void> {
+  say(
+    '\n[5/6] The overlay: weft-flanneld starts on every node, leases a /24 of 10.244.0.0/16 from etcd' +
+      "\n      (flannel's keys and JSON), builds flannel.1 (VXLAN) and writes subnet.env; then one pod per" +
+      '\n      node is created through weft-cni, and every pod pings and calls every other pod:',
+  );
+  const cluster = await FlannelCluster.create(l, {
+    config: { Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } },
+  });
+  await cluster.waitReady();
+  const leases = await cluster.leases();
+  say('      leases in etcd:');
+  for (const [key, value] of leases) say(`        ${key}  ${value}`);
+  checkInterrupted();
+  const pods = await Promise.all(l.nodes.map((n) => l.addPod(n, 'web')));
+  say("      pods (through weft-cni, addresses from each node's lease):");
+  for (const p of pods) {
+    say(`        ${p.node}/${p.name}  ${p.ip}/${p.prefixLength}  gateway ${p.gateway ?? '-'}`);
+    await l.startTcpServer(p, 8080);
+  }
+  checkInterrupted();
+  const head = ['from \\ to', ...pods.map((p) => `${p.node} (${p.ip})`)];
+  const rows: string[][] = [];
+  let bad = 0;
+  for (const from of pods) {
+    const row = [from.node];
+    for (const to of pods) {
+      if (from === to) {
+        row.push('-');
+        continue;
+      }
+      const ping = await l.ping(from, to.ip, { count: 3, timeoutS: 2, intervalS: 0.2 });
+      let tcp = 'tcp ok';
+      try {
+        const reply = (await l.tcpRequest(from, to.ip, 8080, { timeoutMs: 3000 })).trim();
+        if (reply !== to.name) tcp = 'tcp WRONG';
+      } catch {
+        tcp = 'tcp FAIL';
+      }
+      const ok = ping.received > 0 && tcp === 'tcp ok';
+      if (!ok) bad++;
+      row.push(ping.rtt ? `${ping.rtt.avgMs.toFixed(3)}ms, ${tcp}` : `FAIL, ${tcp}`);
+    }
+    rows.push(row);
+  }
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ');
+  say('      cross-node pod traffic over VXLAN (average ping rtt of 3, and one TCP request):');
+  say(indent(line(head), '        '));
+  for (const r of rows) say(indent(line(r), '        '));
+  const pairs = pods.length * (pods.length - 1);
+  if (bad === 0) say(`      => all ${pairs} pod pairs talk across nodes (ICMP and TCP).`);
+  else {
+    failures++;
+    say(`      => FAILED: ${bad} of ${pairs} pod pairs cannot talk.`);
+  }
+}
+
 async function tearDown(l: Lab | undefined): Promise<void> {
-  say(`\n[5/5] Tearing down run ${runId}:`);
+  say(`\n[6/6] Tearing down run ${runId}:`);
   if (l) {
     const pids = l.pids();
     say(
@@ -202,6 +262,8 @@ async function main(): Promise<number> {
     await checkNodes(lab);
     checkInterrupted();
     await checkEtcd(lab);
+    checkInterrupted();
+    await showOverlay(lab);
     checkInterrupted();
   } catch (err) {
     if (interrupted) say('      interrupted.');

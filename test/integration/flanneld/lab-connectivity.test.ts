@@ -2,7 +2,7 @@
  * weft-flanneld on a 3-node lab: leases in flannel's exact format, subnet.env on every node, and
  * pods created through weft-cni talking across nodes (ICMP and TCP) over vxlan and host-gw.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { readFileSync } from 'node:fs';
 import { FlannelCluster, Lab, type LabPod } from '../../lab/index.js';
 
@@ -10,7 +10,7 @@ t.setTimeout(240_000);
 
 const LEASE_KEY = /^\/coreos\.com\/network\/subnets\/10\.244\.(\d+)\.0-24$/;
 
-async function crossNodeTraffic(t: Tap.Test, lab: Lab, pods: LabPod[]): Promise<void> {
+async function crossNodeTraffic(t: Test, lab: Lab, pods: LabPod[]): Promise<void> {
   for (const p of pods) await lab.startTcpServer(p, 8080);
   for (const from of pods) {
     for (const to of pods) {
