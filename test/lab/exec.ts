@@ -3,7 +3,7 @@
  * long-running processes with their logs kept, optionally inside a network namespace.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ErrorCodes, WeftError } from '../../src/errors/index.js';
 import { sleep } from '../../src/backoff/index.js';
@@ -95,7 +95,8 @@ export class ManagedProcess {
     this.name = opts.name;
     this.logFile = opts.logFile;
     mkdirSync(dirname(opts.logFile), { recursive: true });
-    const log = createWriteStream(opts.logFile, { flags: 'a' });
+    // Opened synchronously so the log file exists as soon as the process object does.
+    const log = createWriteStream('', { fd: openSync(opts.logFile, 'a') });
     // setpriv --pdeathsig: if the test process dies (even by SIGKILL), the kernel kills this
     // child too, so a crashed run leaves no server behind in the root namespace.
     const [file, argv] = inNetns(opts.netns, 'setpriv', [
