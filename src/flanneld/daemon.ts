@@ -11,17 +11,29 @@ import { ErrorCodes, isWeftError, messageOf } from '../errors/index.js';
 import { startHealthServer, type HealthServer } from '../health/index.js';
 import { Cidr, parseNetConfig, subnetsDir, type NetConfig, type SubnetKey } from '../ipam/index.js';
 import { componentLogger, rootLogger, type Logger } from '../log/index.js';
-import { Counter, Gauge, createRegistry } from '../metrics/index.js';
+import { Counter, Gauge, createRegistry, metricName } from '../metrics/index.js';
 import { openNetlink, type Netlink } from '../netlink/index.js';
 import { openStore, type KeyValue, type Store, type WatchEvent } from '../registry/index.js';
 import { sdNotify } from '../systemd/index.js';
-import { leaseAttrsOf } from './backends/index.js';
+import { assertBackendAvailable, leaseAttrsOf } from './backends/index.js';
 import { Dataplane } from './dataplane/index.js';
 import { findExternalIface, type ExternalIface } from './external-iface.js';
 import type { FlanneldFlags } from './flags.js';
 import { LeaseManager, readLeaseListing, type Lease } from './lease/index.js';
 import { createMasqRules, type MasqRules } from './masq-rules.js';
 import { formatSubnetEnv, parseSubnetEnv, writeSubnetEnv } from './subnet-env.js';
+
+/** Where an error of the daemon (outside the dataplane, which counts its own) happened. */
+export type DaemonErrorStage = 'iface' | 'registry' | 'watch' | 'dataplane' | 'subnet-env' | 'firewall';
+
+const DAEMON_ERROR_STAGES: readonly DaemonErrorStage[] = [
+  'iface',
+  'registry',
+  'watch',
+  'dataplane',
+  'subnet-env',
+  'firewall',
+];
 
 /** Why {@link Flanneld.run} returned. */
 export type RunOutcome = 'stopped' | 'config-changed';
@@ -31,8 +43,17 @@ export interface FlanneldOptions {
   flags: FlanneldFlags;
   /** Use this store instead of opening one from the flags (tests, embedding). Not closed by the daemon. */
   store?: Store;
-  /** Prometheus registry; default a fresh one with process metrics. */
+  /**
+   * Prometheus registry; default a fresh one with process metrics. Metrics already in it (from an
+   * earlier run of the same process) are reused, so counters carry on across in-process restarts.
+   */
   metrics?: Registry;
+  /**
+   * Serve /healthz, /readyz and /metrics on the flags' port for the time of {@link Flanneld.run}.
+   * Default true. A supervisor that keeps one listener across in-process restarts (the command)
+   * passes false and asks {@link Flanneld.ready} itself.
+   */
+  healthListener?: boolean;
   logger?: Logger;
   /** Interval of the dataplane's periodic full check, ms. Default 10 000. */
   resyncIntervalMs?: number;
@@ -84,6 +105,49 @@ export function previousSubnet(path: string, log: Logger): SubnetKey | undefined
   }
 }
 
+/** The network config in a registry value: flannel's rules, and a backend this build has. */
+function readNetConfig(value: string): NetConfig {
+  const config = parseNetConfig(value);
+  assertBackendAvailable(config.backend.type);
+  return config;
+}
+
+/** A sleep that a `fire()` cuts short; a fire while nobody sleeps makes the next sleep return at once. */
+class Wakeup {
+  #fired = false;
+  #wake: (() => void) | undefined;
+
+  fire(): void {
+    this.#fired = true;
+    this.#wake?.();
+  }
+
+  /** Forget fires that came before the caller's next look at the state. */
+  reset(): void {
+    this.#fired = false;
+  }
+
+  wait(ms: number, signal: AbortSignal): Promise<void> {
+    if (this.#fired || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        this.#wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener('abort', done, { once: true });
+      this.#wake = done;
+    });
+  }
+}
+
+/** The metric of that name already in `registry` (an earlier run's), or a new one. */
+function reuseMetric<M>(registry: Registry, name: string, make: (name: string) => M): M {
+  return (registry.getSingleMetric(name) as M | undefined) ?? make(metricName(name));
+}
+
 /** Canonical form of a config, to tell a real change from a rewrite of the same content. */
 function configFingerprint(config: NetConfig): string {
   return JSON.stringify(config, (_k, v: unknown) => (v instanceof Cidr ? v.toString() : v));
@@ -99,10 +163,12 @@ export class Flanneld {
   readonly #configChanged: Promise<void>;
   #signalConfigChanged!: () => void;
   #subnetEnvWritten = false;
+  /** What the run waits for before it has a dataplane, for /readyz. */
+  #phase = 'starting';
   #dataplane: Dataplane | undefined;
   #lease: Lease | undefined;
   #health: HealthServer | undefined;
-  readonly #errors: Counter;
+  readonly #errors: Counter<'stage'>;
   readonly #configStale: Gauge;
   readonly #lastSync: Gauge;
 
@@ -112,22 +178,40 @@ export class Flanneld {
     this.#log = opts.logger ?? componentLogger('flanneld');
     this.#metrics = opts.metrics ?? createRegistry({ processMetrics: true });
     this.#configChanged = new Promise((resolve) => (this.#signalConfigChanged = resolve));
-    this.#errors = new Counter({
-      name: 'weft_flanneld_errors_total',
-      help: 'Errors of the daemon by stage.',
-      labelNames: ['stage'],
-      registers: [this.#metrics],
-    });
-    this.#configStale = new Gauge({
-      name: 'weft_flanneld_config_stale',
-      help: '1 when the registry holds a network config the daemon could not apply (invalid).',
-      registers: [this.#metrics],
-    });
-    this.#lastSync = new Gauge({
-      name: 'weft_flanneld_last_sync_timestamp_seconds',
-      help: 'When the dataplane last matched the leases, in seconds since the epoch.',
-      registers: [this.#metrics],
-    });
+    const registers = [this.#metrics];
+    this.#errors = reuseMetric(
+      this.#metrics,
+      'weft_flanneld_errors_total',
+      (name) =>
+        new Counter<'stage'>({
+          name,
+          help: 'Errors of the daemon by stage.',
+          labelNames: ['stage'],
+          registers,
+        }),
+    );
+    // Every series from the start, so an alert on its increase works from the first error on.
+    for (const stage of DAEMON_ERROR_STAGES) this.#errors.inc({ stage }, 0);
+    this.#configStale = reuseMetric(
+      this.#metrics,
+      'weft_flanneld_config_stale',
+      (name) =>
+        new Gauge({
+          name,
+          help: '1 when the registry holds a network config the daemon could not apply (invalid).',
+          registers,
+        }),
+    );
+    this.#lastSync = reuseMetric(
+      this.#metrics,
+      'weft_flanneld_last_sync_timestamp_seconds',
+      (name) =>
+        new Gauge({
+          name,
+          help: 'When the dataplane last matched the leases, in seconds since the epoch.',
+          registers,
+        }),
+    );
   }
 
   /** Readiness: the dataplane is programmed and subnet.env written. */
@@ -159,7 +243,7 @@ export class Flanneld {
       for (const close of resources.reverse()) await close().catch(() => {});
     };
     try {
-      if (flags.healthzPort > 0) {
+      if (flags.healthzPort > 0 && this.#o.healthListener !== false) {
         this.#health = await startHealthServer({
           host: flags.healthzIp,
           port: flags.healthzPort,
@@ -167,7 +251,7 @@ export class Flanneld {
           checks: {
             '/healthz': () => ({ ok: true }),
             '/livez': () => ({ ok: true }),
-            '/readyz': () => (this.ready ? { ok: true } : { ok: false, reason: this.#notReadyReason() }),
+            '/readyz': () => (this.ready ? { ok: true } : { ok: false, reason: this.notReadyReason }),
           },
         });
         const health = this.#health;
@@ -181,26 +265,33 @@ export class Flanneld {
       const nl = await openNetlink({ logger: this.#log });
       resources.push(async () => nl.close());
 
-      const ext = await this.#retry('external interface', () => findExternalIface(nl, flags), signal);
+      this.#phase = 'waiting for the external interface';
+      const ext = await this.#retry(
+        'external interface',
+        'iface',
+        () => findExternalIface(nl, flags),
+        signal,
+      );
       if (!ext) return 'stopped';
       this.#log.info(
         { iface: ext.name, ip: ext.ip, publicIp: ext.publicIp, mtu: ext.mtu },
         'using external interface',
       );
 
+      this.#phase = 'waiting for a valid network config';
       const loaded = await this.#waitForConfig(store, signal);
       if (!loaded) return 'stopped';
-      const { config, revision } = loaded;
-
-      const outcome = await this.#serve(store, nl, ext, config, revision, resources, signal);
+      const outcome = await this.#serve(store, nl, ext, loaded.config, resources, signal);
       return outcome;
     } finally {
       await closeAll();
     }
   }
 
-  #notReadyReason(): string {
-    if (!this.#dataplane?.isReady) return 'dataplane not programmed yet';
+  /** Why {@link ready} is false (for /readyz). */
+  get notReadyReason(): string {
+    if (!this.#dataplane) return this.#phase;
+    if (!this.#dataplane.isReady) return 'dataplane not programmed yet';
     if (!this.#subnetEnvWritten) return 'subnet.env not written yet';
     return 'not ready';
   }
@@ -210,7 +301,6 @@ export class Flanneld {
     nl: Netlink,
     ext: ExternalIface,
     config: NetConfig,
-    configRevision: number,
     resources: Array<() => Promise<void>>,
     signal: AbortSignal,
   ): Promise<RunOutcome> {
@@ -276,7 +366,12 @@ export class Flanneld {
     this.#lease = lease;
     this.#log.info({ subnet: lease.key, reservation: lease.reservation }, 'lease acquired');
 
-    const listing = await this.#retry('list leases', () => store.list(subnetsDir(prefix)), signal);
+    const listing = await this.#retry(
+      'list leases',
+      'registry',
+      () => store.list(subnetsDir(prefix)),
+      signal,
+    );
     if (!listing) return 'stopped';
     entries = new Map(listing.items.map((kv) => [kv.key, kv]));
     await refresh();
@@ -306,7 +401,18 @@ export class Flanneld {
     // config key is checked for changes.
     const configKey = `${prefix}/config`;
     const fingerprint = configFingerprint(config);
-    let fromRevision = Math.min(listing.revision, configRevision) + 1;
+    // The watch starts right after the listing: starting it at the config's revision (to see a
+    // change made between the config's read and the listing) would replay every lease write since
+    // then into the dataplane, deleting and re-adding live nodes' entries and re-adding those of
+    // nodes long gone. A change in that window is caught by checking the config once instead.
+    let fromRevision = listing.revision + 1;
+    const checked = await this.#retry(
+      'check the network config',
+      'registry',
+      () => this.#checkConfig(store, configKey, fingerprint).then(() => true),
+      signal,
+    );
+    if (!checked) return 'stopped';
     const watchAbort = new AbortController();
     const onAbort = () => watchAbort.abort();
     signal.addEventListener('abort', onAbort, { once: true });
@@ -383,7 +489,7 @@ export class Flanneld {
     }
     let next: NetConfig;
     try {
-      next = parseNetConfig(kv.value);
+      next = readNetConfig(kv.value);
     } catch (err) {
       this.#configStale.set(1);
       this.#log.error(
@@ -399,42 +505,74 @@ export class Flanneld {
     }
   }
 
-  async #waitForConfig(
-    store: Store,
-    signal: AbortSignal,
-  ): Promise<{ config: NetConfig; revision: number } | undefined> {
+  /**
+   * Reads the config until there is a valid one, retrying with backoff; a write of the config key
+   * (followed by a watch) cuts the wait short, so a config fixed after a long wait is taken at
+   * once rather than at the end of a grown backoff.
+   */
+  async #waitForConfig(store: Store, signal: AbortSignal): Promise<{ config: NetConfig } | undefined> {
     const key = `${this.#flags.etcdPrefix}/config`;
     const backoff = new Backoff({ initialMs: 500, maxMs: 10_000 });
+    const wake = new Wakeup();
+    const watchAbort = new AbortController();
+    const stopWatch = () => watchAbort.abort();
+    signal.addEventListener('abort', stopWatch, { once: true });
+    const watching = this.#watchKey(store, key, wake, watchAbort.signal);
     let lastComplaint = '';
-    while (!signal.aborted) {
-      let complaint: string;
-      let details: Record<string, unknown> = { key };
-      try {
-        const kv = await store.get(key);
-        if (kv) {
-          const config = parseNetConfig(kv.value);
-          this.#configStale.set(0);
-          return { config, revision: kv.modRevision };
+    try {
+      while (!signal.aborted) {
+        let complaint: string;
+        let details: Record<string, unknown> = { key };
+        wake.reset();
+        try {
+          const kv = await store.get(key);
+          if (kv) {
+            const config = readNetConfig(kv.value);
+            this.#configStale.set(0);
+            return { config };
+          }
+          complaint = 'waiting for the network config';
+        } catch (err) {
+          if (isWeftError(err, ErrorCodes.INVALID_CONFIG)) {
+            this.#configStale.set(1);
+            complaint = 'network config is invalid; waiting for a valid one';
+            details = { ...details, field: err.details.field, err: err.message };
+          } else {
+            this.#errors.inc({ stage: 'registry' });
+            complaint = 'registry unavailable; waiting for the network config';
+            details = { ...details, err: messageOf(err) };
+          }
         }
-        complaint = 'waiting for the network config';
-      } catch (err) {
-        if (isWeftError(err, ErrorCodes.INVALID_CONFIG)) {
-          this.#configStale.set(1);
-          complaint = 'network config is invalid; waiting for a valid one';
-          details = { ...details, field: err.details.field, err: err.message };
-        } else {
-          this.#errors.inc({ stage: 'registry' });
-          complaint = 'registry unavailable; waiting for the network config';
-          details = { ...details, err: messageOf(err) };
-        }
+        // Repeat a complaint only when it changes, or every so often, not on every retry.
+        const text = complaint + JSON.stringify(details);
+        if (text !== lastComplaint || backoff.attempt % 10 === 0) this.#log.warn(details, complaint);
+        lastComplaint = text;
+        await wake.wait(backoff.next(), signal);
       }
-      // Repeat a complaint only when it changes, or every so often, not on every retry.
-      const text = complaint + JSON.stringify(details);
-      if (text !== lastComplaint || backoff.attempt % 10 === 0) this.#log.warn(details, complaint);
-      lastComplaint = text;
+      return undefined;
+    } finally {
+      signal.removeEventListener('abort', stopWatch);
+      watchAbort.abort();
+      await watching;
+    }
+  }
+
+  /** Calls `wake.fire()` on every change of `key` (best effort: the caller polls anyway). */
+  async #watchKey(store: Store, key: string, wake: Wakeup, signal: AbortSignal): Promise<void> {
+    const backoff = new Backoff({ initialMs: 500, maxMs: 10_000 });
+    while (!signal.aborted) {
+      try {
+        const { revision } = await store.list(key);
+        for await (const ev of store.watch(key, { fromRevision: revision + 1, signal })) {
+          backoff.reset();
+          if (ev.type === 'resync' || ev.key === key) wake.fire();
+        }
+      } catch (err) {
+        if (signal.aborted) break;
+        this.#log.debug({ key, err: messageOf(err) }, 'watch of the network config failed; polling');
+      }
       await backoff.wait(signal);
     }
-    return undefined;
   }
 
   async #writeSubnetEnv(config: NetConfig, lease: Lease, mtu: number): Promise<void> {
@@ -487,14 +625,19 @@ export class Flanneld {
   }
 
   /** Retries `fn` with backoff until it succeeds or `signal` aborts (then undefined). */
-  async #retry<T>(what: string, fn: () => Promise<T>, signal: AbortSignal): Promise<T | undefined> {
+  async #retry<T>(
+    what: string,
+    stage: DaemonErrorStage,
+    fn: () => Promise<T>,
+    signal: AbortSignal,
+  ): Promise<T | undefined> {
     const backoff = new Backoff({ initialMs: 500, maxMs: 10_000 });
     while (!signal.aborted) {
       try {
         return await fn();
       } catch (err) {
         if (isWeftError(err, ErrorCodes.INVALID_ARGUMENT)) throw err;
-        this.#errors.inc({ stage: what });
+        this.#errors.inc({ stage });
         this.#log.warn({ err: messageOf(err) }, `${what} failed; retrying`);
         await backoff.wait(signal);
       }

@@ -4,11 +4,16 @@
  */
 import { readFileSync } from 'node:fs';
 import { isWeftError, messageOf } from '../errors/index.js';
+import { startHealthServer, type HealthServer } from '../health/index.js';
 import { componentLogger, rootLogger } from '../log/index.js';
+import { createRegistry } from '../metrics/index.js';
 import { openNetlink } from '../netlink/index.js';
 import { cleanupNode } from './cleanup.js';
 import { Flanneld, openStoreFromFlags } from './daemon.js';
 import { flanneldHelp, parseFlanneldFlags, type FlanneldFlags } from './flags.js';
+
+/** How long /readyz stays 200 across an in-process restart while the new run gets ready. */
+const CONFIG_RESTART_READY_GRACE_MS = 30_000;
 
 function version(): string {
   try {
@@ -66,7 +71,12 @@ async function main(argv: string[]): Promise<number> {
   if (flags.cleanup) return cleanup(flags);
 
   const log = componentLogger('flanneld');
+  // One registry and one health listener for the life of the process: an in-process restart
+  // (config change) keeps the counters and never closes the port liveness probes use.
+  const metrics = createRegistry({ processMetrics: true });
   let current: Flanneld | undefined;
+  /** Until then, /readyz answers for the run that handed over (it was ready, its kernel state stays). */
+  let carryReadyUntil = 0;
   let stopping = false;
   const stop = (sig: string) => {
     log.info({ signal: sig }, 'shutting down; the lease and the dataplane are kept');
@@ -76,17 +86,50 @@ async function main(argv: string[]): Promise<number> {
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
 
-  for (;;) {
-    current = new Flanneld({ flags, logger: log });
+  let health: HealthServer | undefined;
+  if (flags.healthzPort > 0) {
     try {
-      const outcome = await current.run();
-      if (outcome === 'stopped' || stopping) return 0;
+      health = await startHealthServer({
+        host: flags.healthzIp,
+        port: flags.healthzPort,
+        registry: metrics,
+        checks: {
+          '/healthz': () => ({ ok: true }),
+          '/livez': () => ({ ok: true }),
+          '/readyz': () => {
+            if (current?.ready || Date.now() < carryReadyUntil) return { ok: true };
+            return { ok: false, reason: current?.notReadyReason ?? 'starting' };
+          },
+        },
+      });
     } catch (err) {
-      if (stopping) return 0;
-      if (isWeftError(err)) log.fatal({ code: err.code, ...err.details }, err.message);
-      else log.fatal({ err }, 'weft-flanneld failed');
+      log.fatal(
+        { host: flags.healthzIp, port: flags.healthzPort, err: messageOf(err) },
+        'cannot start the health listener',
+      );
       return 1;
     }
+    log.info({ host: health.host, port: health.port }, 'health listener up');
+  }
+
+  try {
+    for (;;) {
+      current = new Flanneld({ flags, logger: log, metrics, healthListener: false });
+      try {
+        const outcome = await current.run();
+        if (outcome === 'stopped' || stopping) return 0;
+        // A config change: the kernel state of this run stays in place while the next run
+        // starts, so the node stays ready for a while, unless the next run cannot get there.
+        carryReadyUntil = current.ready ? Date.now() + CONFIG_RESTART_READY_GRACE_MS : 0;
+      } catch (err) {
+        if (stopping) return 0;
+        if (isWeftError(err)) log.fatal({ code: err.code, ...err.details }, err.message);
+        else log.fatal({ err }, 'weft-flanneld failed');
+        return 1;
+      }
+    }
+  } finally {
+    await health?.close();
   }
 }
 

@@ -7,7 +7,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { run, waitFor, type ManagedProcess } from './exec.js';
+import { run, waitFor, type ManagedProcess, type RunResult } from './exec.js';
 import type { Lab, LabNode } from './lab.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -63,6 +63,82 @@ export interface FlannelDaemon {
 }
 
 export const DEFAULT_NETWORK = '10.244.0.0/16';
+
+/** What {@link FlannelCluster.overlay} reports. */
+export interface OverlayState {
+  device?: { index: number; mac: string; mtu: number; up: boolean; addresses: string[] };
+  routes: string[];
+  neighbours: string[];
+  fdb: string[];
+}
+
+/** One sample of a Prometheus text exposition. */
+export interface MetricSample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** A pino log record. */
+export interface LogRecord {
+  level: number;
+  msg: string;
+  [field: string]: unknown;
+}
+
+interface IpLink {
+  ifindex: number;
+  address: string;
+  mtu: number;
+  flags?: string[];
+}
+interface IpAddr {
+  addr_info?: { family: string; local: string; prefixlen: number }[];
+}
+interface IpRoute {
+  dst: string;
+  gateway?: string;
+  dev: string;
+  protocol?: string;
+  flags?: string[];
+}
+interface IpNeigh {
+  dst: string;
+  lladdr?: string;
+  state?: string[];
+}
+interface IpFdb {
+  mac: string;
+  dst?: string;
+  state?: string;
+}
+
+/** Parses the Prometheus text format (samples only; comments are skipped). */
+export function parseMetrics(text: string): MetricSample[] {
+  const out: MetricSample[] = [];
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const labels: Record<string, string> = {};
+    for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g))
+      labels[l[1] as string] = l[2] as string;
+    out.push({ name: m[1] as string, labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+/** The sum of the samples named `name` whose labels include `labels`; undefined when none. */
+export function metricValue(
+  samples: readonly MetricSample[],
+  name: string,
+  labels: Record<string, string> = {},
+): number | undefined {
+  const hits = samples.filter(
+    (s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v),
+  );
+  return hits.length ? hits.reduce((a, s) => a + s.value, 0) : undefined;
+}
 const HEALTH_PORT = 9471;
 
 /** weft-flanneld on the nodes of a lab. */
@@ -221,6 +297,125 @@ export class FlannelCluster {
     const { readFile } = await import('node:fs/promises');
     const d = this.daemon(node);
     return readFile(d.process.logFile, 'utf8').catch(() => '');
+  }
+
+  /**
+   * The overlay entries of a node as iproute2 shows them, one string per entry: routes into the
+   * cluster network (`10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink`; the kernel's own
+   * routes, such as cni0's, left out), permanent neighbours (`10.244.2.0 lladdr <mac>`) and
+   * permanent FDB entries (`<mac> dst 10.99.0.12`) on `dev`, and the device itself when present.
+   * One command, so it is cheap enough to poll; `opts.before` is a shell command run first in
+   * that same command (to see the state right after breaking it, before a daemon can react).
+   */
+  async overlay(
+    node: LabNode,
+    opts: { dev?: string; network?: string; before?: string } = {},
+  ): Promise<OverlayState> {
+    const { dev = 'flannel.1', network = DEFAULT_NETWORK } = opts;
+    const sep = '@@weft@@';
+    const script = [
+      ...(opts.before ? [opts.before] : []),
+      `ip -j -d link show dev ${dev} 2>/dev/null || echo null`,
+      `echo ${sep}`,
+      `ip -j addr show dev ${dev} 2>/dev/null || echo null`,
+      `echo ${sep}`,
+      `ip -j route show root ${network}`,
+      `echo ${sep}`,
+      `ip -j neigh show dev ${dev} 2>/dev/null || echo null`,
+      `echo ${sep}`,
+      `bridge -j fdb show dev ${dev} 2>/dev/null || echo null`,
+    ].join('; ');
+    const r = await this.lab.exec(node, 'sh', ['-c', script]);
+    const parts = r.stdout.split(sep).map((p) => {
+      const text = p.trim();
+      try {
+        return text ? (JSON.parse(text) as unknown) : null;
+      } catch {
+        return null;
+      }
+    });
+    const [links, addrs, routes, neighs, fdbs] = parts as [
+      IpLink[] | null,
+      IpAddr[] | null,
+      IpRoute[] | null,
+      IpNeigh[] | null,
+      IpFdb[] | null,
+    ];
+    const link = links?.[0];
+    const state: OverlayState = {
+      routes: (routes ?? [])
+        .filter((x) => x.protocol !== 'kernel')
+        .map(
+          (x) =>
+            `${x.dst}${x.gateway ? ` via ${x.gateway}` : ''} dev ${x.dev}${x.flags?.includes('onlink') ? ' onlink' : ''}`,
+        )
+        .sort(),
+      neighbours: (neighs ?? [])
+        .filter((x) => x.state?.includes('PERMANENT'))
+        .map((x) => `${x.dst} lladdr ${x.lladdr ?? '?'}`)
+        .sort(),
+      fdb: (fdbs ?? [])
+        .filter((x) => x.state === 'permanent' && x.mac !== '00:00:00:00:00:00')
+        .map((x) => `${x.mac} dst ${x.dst ?? '?'}`)
+        .sort(),
+    };
+    if (link) {
+      state.device = {
+        index: link.ifindex,
+        mac: link.address,
+        mtu: link.mtu,
+        up: link.flags?.includes('UP') ?? false,
+        addresses: (addrs?.[0]?.addr_info ?? [])
+          .filter((a) => a.family === 'inet')
+          .map((a) => `${a.local}/${a.prefixlen}`)
+          .sort(),
+      };
+    }
+    return state;
+  }
+
+  /** The samples of a node's /metrics (throws unless it answers 200). */
+  async metrics(node: LabNode): Promise<MetricSample[]> {
+    const r = await this.health(node, '/metrics');
+    if (r.status !== 200) throw new Error(`/metrics on ${node.name} answered ${r.status}: ${r.body}`);
+    return parseMetrics(r.body);
+  }
+
+  /** The log of a node's daemon so far, as pino's JSON records (other lines left out). */
+  async logRecords(node: LabNode): Promise<LogRecord[]> {
+    const out: LogRecord[] = [];
+    for (const line of (await this.log(node)).split('\n')) {
+      if (!line.startsWith('{')) continue;
+      try {
+        out.push(JSON.parse(line) as LogRecord);
+      } catch {
+        /* a line cut short */
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Runs `weft-flanneld --cleanup` on a node (the daemon there should be stopped first) with the
+   * flags a daemon there gets; resolves with its exit code and output.
+   */
+  async cleanup(node: LabNode): Promise<RunResult> {
+    return this.lab.exec(
+      node,
+      'env',
+      [
+        '-u',
+        'NODE_OPTIONS',
+        process.execPath,
+        MAIN,
+        ...this.registryArgs(),
+        '--iface=eth0',
+        `--subnet-file=${this.lab.subnetEnvPath(node)}`,
+        ...(this.#opts.args ?? []),
+        '--cleanup',
+      ],
+      { allowFail: true, timeoutMs: 30_000 },
+    );
   }
 
   /** A path relative to the repository, for messages. */

@@ -32,7 +32,13 @@ export {
   type Ownership,
   type RouteEntry,
 } from './desired-state.js';
-export { createBackend, registerBackend, registeredBackendTypes, unregisterBackend } from './registry.js';
+export {
+  assertBackendAvailable,
+  createBackend,
+  registerBackend,
+  registeredBackendTypes,
+  unregisterBackend,
+} from './registry.js';
 export {
   clusterFamilies,
   selectRemoteLeases,

@@ -28,7 +28,19 @@ export function registeredBackendTypes(): string[] {
  * is registered (e.g. `udp` before the native backend exists).
  */
 export function createBackend(ctx: BackendContext): Backend {
-  const type = ctx.config.backend.type;
+  return factoryOf(ctx.config.backend.type)(ctx);
+}
+
+/**
+ * Throws WEFT_INVALID_CONFIG (field `Backend.Type`) unless a backend is registered for `type`: a
+ * config may be valid flannel and still name a backend this build lacks, and a daemon must treat
+ * it as invalid (keep waiting, or keep the running config) rather than fail on it.
+ */
+export function assertBackendAvailable(type: string): void {
+  factoryOf(type);
+}
+
+function factoryOf(type: string): BackendFactory {
   const factory = factories.get(type);
   if (!factory) {
     throw invalid(
@@ -38,5 +50,5 @@ export function createBackend(ctx: BackendContext): Backend {
       ErrorCodes.INVALID_CONFIG,
     );
   }
-  return factory(ctx);
+  return factory;
 }

@@ -10,8 +10,21 @@ export type ReconcileTrigger = 'update' | 'event' | 'periodic' | 'retry' | 'manu
 /** Where an error happened: reading the kernel, (re)creating devices, applying a change, the event stream, a backend's sync. */
 export type DataplaneErrorStage = 'read' | 'prepare' | 'plan' | 'apply' | 'events' | 'sync';
 
+/** Every {@link DataplaneErrorStage}, so each series is exposed (at 0) before its first error. */
+export const DATAPLANE_ERROR_STAGES: readonly DataplaneErrorStage[] = [
+  'read',
+  'prepare',
+  'plan',
+  'apply',
+  'events',
+  'sync',
+];
+
 /** What a repair restored. */
 export type RepairKind = 'device' | 'address' | 'neighbour' | 'fdb' | 'route';
+
+/** Every {@link RepairKind}, so each series is exposed (at 0) before the first repair. */
+export const REPAIR_KINDS: readonly RepairKind[] = ['device', 'address', 'neighbour', 'fdb', 'route'];
 
 export class DataplaneMetrics {
   readonly #runs: Counter<'trigger' | 'result'> | undefined;
@@ -76,6 +89,10 @@ export class DataplaneMetrics {
           registers: [registry],
         }),
     );
+    // A counter without samples cannot be alerted on (`increase()` of nothing is nothing): expose
+    // every known series from the start.
+    for (const kind of REPAIR_KINDS) this.#repairs.inc({ kind }, 0);
+    for (const stage of DATAPLANE_ERROR_STAGES) this.#errors.inc({ stage }, 0);
   }
 
   run(trigger: ReconcileTrigger, ok: boolean, seconds: number): void {
