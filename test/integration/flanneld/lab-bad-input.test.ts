@@ -6,7 +6,7 @@
  * running config kept, weft_flanneld_config_stale 1) and a valid change (an in-process restart
  * that keeps the node's subnet and readiness).
  */
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { sleep } from '../../../src/backoff/index.js';
 import {
   FlannelCluster,
@@ -18,6 +18,7 @@ import {
   type LabPod,
   type LogRecord,
 } from '../../lab/index.js';
+import { assertPodsTalk } from '../../helpers/pod-traffic.js';
 
 t.setTimeout(150_000);
 
@@ -57,19 +58,6 @@ async function leaseKeyOf(node: LabNode): Promise<string | undefined> {
     }
   }
   return undefined;
-}
-
-async function podsTalk(t: Test, from: LabPod, to: LabPod, what: string): Promise<void> {
-  const ping = await lab.exec(from, 'ping', ['-n', '-c', '3', '-i', '0.1', '-W', '1', to.ip], {
-    allowFail: true,
-  });
-  t.match(ping.stdout, /\b3 received\b/, `${what}: ${from.node}/${from.name} pings ${to.node}/${to.name}`, {
-    output: ping.stdout,
-  });
-  const reply = await lab
-    .tcpRequest(from, to.ip, 8080, { timeoutMs: 3000 })
-    .catch((err: unknown) => `error: ${String(err)}`);
-  t.equal(reply.trim(), to.name, `${what}: ${from.node} → ${to.node} over TCP`);
 }
 
 let pods: [LabPod, LabPod] | undefined;
@@ -112,7 +100,7 @@ t.test('a bad config at start: the daemon waits, names the field, and starts onc
   const [p1, p2] = (await Promise.all(lab.nodes.map((n) => lab.addPod(n, 'web')))) as [LabPod, LabPod];
   for (const p of [p1, p2]) await lab.startTcpServer(p, 8080);
   pods = [p1, p2];
-  await podsTalk(t, p1, p2, 'after the config was fixed');
+  await assertPodsTalk(t, lab, p1, p2, 'after the config was fixed');
 });
 
 t.test('a lease with garbage JSON and a malformed key are logged with their key and skipped', async (t) => {
@@ -140,8 +128,8 @@ t.test('a lease with garbage JSON and a malformed key are logged with their key 
   );
   for (const n of lab.nodes)
     t.equal((await cluster.health(n, '/readyz')).status, 200, `${n.name} stays ready`);
-  await podsTalk(t, p1, p2, 'with bad entries in the registry');
-  await podsTalk(t, p2, p1, 'with bad entries in the registry');
+  await assertPodsTalk(t, lab, p1, p2, 'with bad entries in the registry');
+  await assertPodsTalk(t, lab, p2, p1, 'with bad entries in the registry');
 
   // A daemon that starts with them there starts as well.
   const key2 = await leaseKeyOf(n2);
@@ -155,7 +143,7 @@ t.test('a lease with garbage JSON and a malformed key are logged with their key 
     (await cluster.overlay(n2)).routes.some((r) => r.startsWith('10.244.200.')),
     'the garbage lease is not programmed',
   );
-  await podsTalk(t, p1, p2, 'after node2 restarted among bad entries');
+  await assertPodsTalk(t, lab, p1, p2, 'after node2 restarted among bad entries');
 });
 
 t.test('invalid config changes while running: logged with the field, the running config kept', async (t) => {
@@ -194,7 +182,7 @@ t.test('invalid config changes while running: logged with the field, the running
       since.some((r) => /restarting with the new config/.test(r.msg)),
       'no restart for an invalid config',
     );
-    await podsTalk(t, p1, p2, `with an invalid config (${label})`);
+    await assertPodsTalk(t, lab, p1, p2, `with an invalid config (${label})`);
   }
 });
 
@@ -250,6 +238,6 @@ t.test('a valid config change restarts the daemon in-process; it stays ready', a
     (metricValue(await cluster.metrics(n1), 'weft_flanneld_reconcile_runs_total') ?? 0) > runsBefore,
     'the counters carried on across the in-process restart (not reset)',
   );
-  await podsTalk(t, p1, p2, 'after the config change');
-  await podsTalk(t, p2, p1, 'after the config change');
+  await assertPodsTalk(t, lab, p1, p2, 'after the config change');
+  await assertPodsTalk(t, lab, p2, p1, 'after the config change');
 });

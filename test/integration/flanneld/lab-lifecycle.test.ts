@@ -4,7 +4,7 @@
  * (its entries gone from the others within 1 s of its lease's deletion), the subnet re-taken
  * from subnet.env, stale entries of a node that left while a daemon was down, and `--cleanup`.
  */
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { readFileSync, existsSync } from 'node:fs';
 import { sleep } from '../../../src/backoff/index.js';
 import {
@@ -17,6 +17,7 @@ import {
   type LabPod,
   type OverlayState,
 } from '../../lab/index.js';
+import { assertPodsTalk } from '../../helpers/pod-traffic.js';
 
 t.setTimeout(150_000);
 
@@ -46,24 +47,6 @@ function entriesFor(state: OverlayState, key: string, publicIp: string): string[
     ...state.neighbours.filter((n) => n.startsWith(`${net} `)),
     ...state.fdb.filter((f) => f.endsWith(` dst ${publicIp}`)),
   ];
-}
-
-async function podsTalk(t: Test, lab: Lab, from: LabPod, to: LabPod, what: string): Promise<void> {
-  const ping = await lab.exec(from, 'ping', ['-n', '-c', '3', '-i', '0.1', '-W', '1', to.ip], {
-    allowFail: true,
-  });
-  t.match(
-    ping.stdout,
-    /\b3 received\b/,
-    `${what}: ${from.node}/${from.name} pings ${to.node}/${to.name} (${to.ip})`,
-    {
-      output: ping.stdout,
-    },
-  );
-  const reply = await lab
-    .tcpRequest(from, to.ip, 8080, { timeoutMs: 3000 })
-    .catch((err: unknown) => `error: ${String(err)}`);
-  t.equal(reply.trim(), to.name, `${what}: ${from.node} → ${to.node} over TCP`);
 }
 
 const lab = await Lab.create({ nodes: 3 });
@@ -162,8 +145,8 @@ t.test('kill -9 and restart: same subnet, pods keep talking', async (t) => {
   const devAfter = (await cluster.overlay(n1)).device;
   t.equal(devAfter?.index, devBefore?.index, 'flannel.1 was adopted, not recreated');
   t.equal(devAfter?.mac, devBefore?.mac, 'flannel.1 kept its MAC');
-  await podsTalk(t, lab, p2, p1, 'after the restart');
-  await podsTalk(t, lab, p1, p3, 'after the restart');
+  await assertPodsTalk(t, lab, p2, p1, 'after the restart');
+  await assertPodsTalk(t, lab, p1, p3, 'after the restart');
 });
 
 t.test('a node leaves: its entries vanish from the others within 1 s', async (t) => {
@@ -200,8 +183,8 @@ t.test('a node leaves: its entries vanish from the others within 1 s', async (t)
     const have = entriesFor(await cluster.overlay(n), otherKey, other.ip);
     t.equal(have.length, 3, `${n.name} keeps ${other.name}'s entries`);
   }
-  await podsTalk(t, lab, p2, p3, 'while node1 is gone');
-  await podsTalk(t, lab, p3, p2, 'while node1 is gone');
+  await assertPodsTalk(t, lab, p2, p3, 'while node1 is gone');
+  await assertPodsTalk(t, lab, p3, p2, 'while node1 is gone');
 });
 
 t.test('restart without a lease: the subnet of subnet.env is taken again', async (t) => {
@@ -226,8 +209,8 @@ t.test('restart without a lease: the subnet of subnet.env is taken again', async
     });
     t.pass(`${n.name} has node1's entries again`);
   }
-  await podsTalk(t, lab, p2, p1, 'after node1 came back');
-  await podsTalk(t, lab, p1, p3, 'after node1 came back');
+  await assertPodsTalk(t, lab, p2, p1, 'after node1 came back');
+  await assertPodsTalk(t, lab, p1, p3, 'after node1 came back');
 });
 
 t.test("entries of a node that left while a daemon was down are removed at the daemon's start", async (t) => {
@@ -248,7 +231,7 @@ t.test("entries of a node that left while a daemon was down are removed at the d
   const state = await cluster.overlay(n2);
   t.same(entriesFor(state, key3, n3.ip), [], "node3's stale entries are gone from node2 once it is ready");
   t.equal(entriesFor(state, key1, n1.ip).length, 3, "node2 has node1's entries");
-  await podsTalk(t, lab, p1, p2, 'after node2 restarted');
+  await assertPodsTalk(t, lab, p1, p2, 'after node2 restarted');
 });
 
 t.test('--cleanup removes the device, the routes, the rules and subnet.env', async (t) => {
@@ -280,5 +263,5 @@ t.test('--cleanup removes the device, the routes, the rules and subnet.env', asy
     (await leaseKeys(cluster)).size === 2,
     'the registry is left alone (node1 and node2 keep their leases)',
   );
-  await podsTalk(t, lab, p1, p2, 'other nodes after the clean-up of node3');
+  await assertPodsTalk(t, lab, p1, p2, 'other nodes after the clean-up of node3');
 });

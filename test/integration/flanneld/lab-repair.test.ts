@@ -16,6 +16,7 @@ import {
   type LabPod,
   type OverlayState,
 } from '../../lab/index.js';
+import { assertPodsTalk } from '../../helpers/pod-traffic.js';
 
 t.setTimeout(150_000);
 
@@ -71,19 +72,6 @@ const [p1, p2, p3] = (await Promise.all(lab.nodes.map((n) => lab.addPod(n, 'web'
 ];
 for (const p of [p1, p2, p3]) await lab.startTcpServer(p, 8080);
 
-async function podsTalk(t: Test, from: LabPod, to: LabPod, what: string): Promise<void> {
-  const ping = await lab.exec(from, 'ping', ['-n', '-c', '3', '-i', '0.1', '-W', '1', to.ip], {
-    allowFail: true,
-  });
-  t.match(ping.stdout, /\b3 received\b/, `${what}: ${from.node}/${from.name} pings ${to.node}/${to.name}`, {
-    output: ping.stdout,
-  });
-  const reply = await lab
-    .tcpRequest(from, to.ip, 8080, { timeoutMs: 3000 })
-    .catch((err: unknown) => `error: ${String(err)}`);
-  t.equal(reply.trim(), to.name, `${what}: ${from.node} → ${to.node} over TCP`);
-}
-
 const repairTimes: string[] = [];
 
 /**
@@ -132,8 +120,8 @@ async function breakAndWait(
     (metricValue(after, 'weft_flanneld_reconcile_runs_total', { trigger: 'event' }) ?? 0) > eventRunsBefore,
     'the repair ran on the netlink event, not the periodic check',
   );
-  await podsTalk(t, p1, p2, `after ${what}`);
-  await podsTalk(t, p3, p1, `after ${what}`);
+  await assertPodsTalk(t, lab, p1, p2, `after ${what}`);
+  await assertPodsTalk(t, lab, p3, p1, `after ${what}`);
 }
 
 t.test('a route deleted by hand comes back', (t) =>
@@ -213,7 +201,7 @@ t.test('the vxlan device deleted by hand comes back with every entry', async (t)
   );
   t.equal((await cluster.health(n1, '/readyz')).status, 200, 'node1 stays ready');
   for (const n of [n2, n3]) {
-    await podsTalk(t, lab.podsOn(n)[0] as LabPod, p1, `from ${n.name} after the device came back`);
+    await assertPodsTalk(t, lab, lab.podsOn(n)[0] as LabPod, p1, `from ${n.name} after the device came back`);
   }
 });
 
