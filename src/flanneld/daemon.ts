@@ -427,24 +427,32 @@ export class Flanneld {
         try {
           for await (const ev of store.watch(`${prefix}/`, { fromRevision, signal: watchAbort.signal })) {
             backoff.reset();
-            fromRevision = ev.revision + 1;
+            // fromRevision moves only after an event was handled: if handling fails (a registry
+            // blip during a re-list), the watch restarts at that event and handles it again.
             if (ev.type === 'resync') {
               this.#log.warn({ reason: ev.reason }, 'registry watch lost history; re-listing');
               const again = await store.list(subnetsDir(prefix));
               entries = new Map(again.items.map((kv) => [kv.key, kv]));
-              fromRevision = again.revision + 1;
               await this.#checkConfig(store, configKey, fingerprint);
+              // The gap may have hidden a change of our own key; the manager re-checks it.
+              await manager.handleWatchEvent(ev);
               await refresh();
+              fromRevision = again.revision + 1;
               continue;
             }
             if (ev.key === configKey) {
               await this.#checkConfig(store, configKey, fingerprint);
+              fromRevision = ev.revision + 1;
               continue;
             }
-            if (!ev.key.startsWith(subnetsDir(prefix))) continue;
+            if (!ev.key.startsWith(subnetsDir(prefix))) {
+              fromRevision = ev.revision + 1;
+              continue;
+            }
             this.#applyEvent(entries, ev);
             await manager.handleWatchEvent(ev);
             await refresh();
+            fromRevision = ev.revision + 1;
           }
         } catch (err) {
           if (watchAbort.signal.aborted) break;

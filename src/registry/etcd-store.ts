@@ -4,7 +4,15 @@
  * put(key, value, lease)`.
  */
 import { readFileSync } from 'node:fs';
-import { Etcd3, type IKeyValue, type IOptions, type Watcher } from 'etcd3';
+import {
+  Etcd3,
+  EtcdPermissionDeniedError,
+  GRPCDeadlineExceededError,
+  GRPCUnavailableError,
+  type IKeyValue,
+  type IOptions,
+  type Watcher,
+} from 'etcd3';
 import { Backoff, sleep } from '../backoff/index.js';
 import { ErrorCodes, WeftError, messageOf } from '../errors/index.js';
 import { componentLogger, type Logger } from '../log/index.js';
@@ -72,18 +80,98 @@ type FaultHandling = NonNullable<IOptions['faultHandling']>;
 type Policy = NonNullable<FaultHandling['global']>;
 type WatchBackoff = NonNullable<FaultHandling['watchBackoff']>;
 
+type Call<T> = (ctx: { signal: AbortSignal }) => PromiseLike<T> | T;
+
+/** A policy with etcd3's shape around an `execute`. */
+function policy(execute: <T>(fn: Call<T>, signal: AbortSignal) => Promise<T>): Policy {
+  return {
+    onSuccess: () => ({ dispose: () => undefined }),
+    onFailure: () => ({ dispose: () => undefined }),
+    execute: <T>(fn: Call<T>, signal?: AbortSignal): Promise<T> =>
+      Promise.resolve().then(() => execute(fn, signal ?? new AbortController().signal)),
+  } as unknown as Policy;
+}
+
+/** How long a member whose connection failed is passed over while another one is reachable. */
+const HOST_DOWN_MS = 2_000;
+
+/** Thrown instead of calling a member that is passed over: the request was not sent. */
+class HostSkipped extends Error {
+  constructor(host: string) {
+    super(`etcd member ${host} was unreachable moments ago; trying another`);
+    this.name = 'HostSkipped';
+  }
+}
+
 /**
- * A policy that just runs the call. etcd3's defaults retry non-idempotent requests (a retried
- * create that had been applied would report a lost race to its own winner) and put a 5 s
- * circuit breaker on each host, which after a restart blocks renewals for longer than a
- * short TTL. Callers here get one attempt and a REGISTRY_UNAVAILABLE to retry on.
+ * The call failed before it was sent: grpc had no connection to the member (or the member was
+ * passed over). Sending it to another member cannot apply it twice.
  */
-const passThrough = {
-  onSuccess: () => ({ dispose: () => undefined }),
-  onFailure: () => ({ dispose: () => undefined }),
-  execute: <T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> =>
-    Promise.resolve().then(() => fn({ signal: signal ?? new AbortController().signal })),
-} as unknown as Policy;
+const notSent = (err: unknown): boolean =>
+  err instanceof HostSkipped ||
+  (err instanceof GRPCUnavailableError && /No connection established/.test(err.message));
+
+/** A failure of the member's connection, as opposed to an answer of a live member. */
+const hostFailure = (err: unknown): boolean =>
+  (err instanceof GRPCUnavailableError && !/etcdserver:/.test(err.message)) ||
+  err instanceof GRPCDeadlineExceededError;
+
+/**
+ * Which members failed recently. etcd3 sends each request to a member picked at random and,
+ * without a circuit breaker (see {@link EtcdStore}), would keep picking a dead member: with
+ * one of three down, a third of all requests would fail. A member whose connection just failed
+ * is passed over for {@link HOST_DOWN_MS} while another one is not known to be down; a
+ * request that could not be sent is sent to the next member.
+ */
+class HostHealth {
+  readonly #downUntil = new Map<string, number>();
+  readonly #hosts: string[];
+
+  constructor(hosts: string[]) {
+    this.#hosts = hosts;
+  }
+
+  /** Tries of one request: every member once, when the earlier ones could not be reached. */
+  get attempts(): number {
+    return this.#hosts.length;
+  }
+
+  /**
+   * etcd3's per-member policy: passes the member over (without sending) while it is known to
+   * be down and another is not; records connection failures, also of streams (etcd3 reports
+   * those through the same policy).
+   */
+  hostPolicy(host: string): Policy {
+    return policy(async (fn, signal) => {
+      if (this.#skip(host)) throw new HostSkipped(host);
+      try {
+        return await fn({ signal });
+      } catch (err) {
+        if (hostFailure(err)) this.#downUntil.set(host, Date.now() + HOST_DOWN_MS);
+        throw err;
+      }
+    });
+  }
+
+  /** etcd3's per-request policy: one try, and more on other members only for what was not sent. */
+  requestPolicy(): Policy {
+    return policy(async (fn, signal) => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await fn({ signal });
+        } catch (err) {
+          if (attempt >= this.attempts || !notSent(err) || signal.aborted) throw err;
+        }
+      }
+    });
+  }
+
+  #skip(host: string): boolean {
+    const now = Date.now();
+    if ((this.#downUntil.get(host) ?? 0) <= now) return false;
+    return this.#hosts.some((h) => h !== host && (this.#downUntil.get(h) ?? 0) <= now);
+  }
+}
 
 /** etcd3's watch reconnect delays, from weft's backoff (its default grows to 30 s). */
 function watchBackoff(attempt = 0): WatchBackoff {
@@ -122,6 +210,9 @@ async function within(p: Promise<unknown>, ms: number): Promise<void> {
   clearTimeout(timer);
 }
 
+/** A watch that loses its connection warns at most this often (the reconnect is logged at info). */
+const WATCH_WARN_INTERVAL_MS = 30_000;
+
 const isCompacted = (err: unknown): boolean => /revision has been compacted/.test(messageOf(err));
 
 export class EtcdStore implements Store {
@@ -139,10 +230,21 @@ export class EtcdStore implements Store {
     this.#metrics = new StoreMetrics(BACKEND, opts.metrics);
     this.#requestTimeoutMs = opts.requestTimeoutMs ?? 5_000;
     const tls = opts.tls;
+    const hosts = opts.endpoints && opts.endpoints.length > 0 ? opts.endpoints : ['http://127.0.0.1:2379'];
+    // etcd3's defaults retry non-idempotent requests (a retried create that had been applied
+    // would report a lost race to its own winner) and put a 5 s circuit breaker on each member,
+    // which after a restart blocks renewals for longer than a short TTL. Here a request is sent
+    // once (to another member only when it could not be sent), callers get REGISTRY_UNAVAILABLE
+    // to retry on, and an unreachable member is passed over for a moment (HostHealth).
+    const health = new HostHealth(hosts);
     const options: IOptions = {
-      hosts: opts.endpoints && opts.endpoints.length > 0 ? opts.endpoints : ['http://127.0.0.1:2379'],
+      hosts,
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + this.#requestTimeoutMs }),
-      faultHandling: { global: passThrough, host: () => passThrough, watchBackoff: watchBackoff() },
+      faultHandling: {
+        global: health.requestPolicy(),
+        host: (h) => health.hostPolicy(h),
+        watchBackoff: watchBackoff(),
+      },
       grpcOptions: {
         // Own subchannels per channel: etcd3 recreates its channels after a failure, and a
         // shared subchannel would carry over the grown reconnect backoff of the outage.
@@ -183,6 +285,9 @@ export class EtcdStore implements Store {
         );
         return store;
       } catch (err) {
+        // A user whose role covers only its prefix (flannel's usual RBAC) may not read '/':
+        // the cluster answered and took the credentials, which is all this probe asks.
+        if (err instanceof EtcdPermissionDeniedError) return store;
         if (Date.now() >= deadline) {
           await store.close();
           throw unavailable(
@@ -451,6 +556,11 @@ class EtcdWatch {
   #watcher: Watcher | undefined;
   #stopped = false;
   readonly #stopSignal = new AbortController();
+  /** When the current disconnection began; undefined while connected. */
+  #disconnectedAt: number | undefined;
+  #lastWarnAt = Number.NEGATIVE_INFINITY;
+  /** Whether the current disconnection was warned about (its end is then logged at info). */
+  #warned = false;
 
   constructor(client: Etcd3, prefix: string, fromRevision: number, log: Logger, metrics: StoreMetrics) {
     this.#client = client;
@@ -484,7 +594,32 @@ class EtcdWatch {
     });
     w.on('disconnected', (err) => {
       (w.request as { start_revision?: string }).start_revision = String(this.#next);
-      this.#log.debug({ err: messageOf(err), next: this.#next }, 'etcd watch disconnected; etcd3 reconnects');
+      if (this.#stopped) return;
+      // etcd3 reports every failed reconnect attempt: warn once per outage (and not more often
+      // than WATCH_WARN_INTERVAL_MS when the connection flaps), the rest at debug.
+      const now = Date.now();
+      const first = this.#disconnectedAt === undefined;
+      this.#disconnectedAt ??= now;
+      if (first && now - this.#lastWarnAt >= WATCH_WARN_INTERVAL_MS) {
+        this.#lastWarnAt = now;
+        this.#warned = true;
+        this.#log.warn({ err: messageOf(err), next: this.#next }, 'etcd watch disconnected; reconnecting');
+      } else {
+        this.#log.debug(
+          { err: messageOf(err), next: this.#next },
+          'etcd watch disconnected; etcd3 reconnects',
+        );
+      }
+    });
+    w.on('connected', () => {
+      const since = this.#disconnectedAt;
+      if (since === undefined || this.#watcher !== w) return;
+      this.#disconnectedAt = undefined;
+      const warned = this.#warned;
+      this.#warned = false;
+      const fields = { downMs: Date.now() - since, next: this.#next };
+      if (warned) this.#log.info(fields, 'etcd watch reconnected; resuming');
+      else this.#log.debug(fields, 'etcd watch reconnected; resuming');
     });
     w.on('error', (err) => {
       if (this.#watcher !== w) return;

@@ -83,6 +83,8 @@ const BACKEND = 'redis';
 /** How long one XREAD blocks; also how often a watch notices its end without a signal. */
 const WATCH_BLOCK_MS = 2_000;
 const WATCH_BATCH = 256;
+/** A watch that loses its connection warns at most this often (its recovery is logged at info). */
+const WATCH_WARN_INTERVAL_MS = 30_000;
 
 // KEYS: rev, idx, ttl, log. ARGV[1]: prefix of the per-key hashes, ARGV[2]: MAXLEN.
 const LUA_HEADER = `
@@ -418,12 +420,42 @@ export class RedisStore implements Store {
     // whenever a read comes back empty: a trimmed log is otherwise only noticed at the next
     // write, and a counter below what was delivered means the data was lost or reset.
     let verify = true;
-    conn.on('ready', () => (verify = true));
     const backoff = new Backoff({ initialMs: 100, maxMs: 2_000 });
     let last = opts.fromRevision - 1;
     // The highest revision known to have existed: the counter going below it is a reset,
     // whereas a watch may legitimately start beyond the current revision.
     let confirmed = 0;
+    // While the server is away, a read waits in ioredis's offline queue rather than fail, so the
+    // connection's own events tell of an outage: a warning once per outage (and not more often
+    // than WATCH_WARN_INTERVAL_MS when the connection flaps), the rest at debug.
+    let failingSince: number | undefined;
+    let warned = false;
+    let lastWarnAt = Number.NEGATIVE_INFINITY;
+    const failing = (why: string): void => {
+      if (stopped || this.#closed) return;
+      const now = Date.now();
+      if (failingSince === undefined && now - lastWarnAt >= WATCH_WARN_INTERVAL_MS) {
+        lastWarnAt = now;
+        warned = true;
+        this.#log.warn({ err: why, prefix }, 'redis watch lost its connection; reconnecting');
+      } else {
+        this.#log.debug({ err: why, prefix }, 'redis watch cannot read; retrying');
+      }
+      failingSince ??= now;
+    };
+    const recovered = (): void => {
+      if (failingSince === undefined) return;
+      const fields = { prefix, downMs: Date.now() - failingSince, next: last + 1 };
+      if (warned) this.#log.info(fields, 'redis watch reconnected; resuming');
+      else this.#log.debug(fields, 'redis watch reconnected; resuming');
+      failingSince = undefined;
+      warned = false;
+    };
+    conn.on('close', () => failing('connection closed'));
+    conn.on('ready', () => {
+      verify = true;
+      recovered();
+    });
     try {
       while (!stopped && !this.#closed) {
         let entries: [string, string[]][];
@@ -431,6 +463,7 @@ export class RedisStore implements Store {
           if (verify) {
             verify = false;
             const { gap, current } = await this.#checkResume(conn, last, confirmed);
+            recovered();
             confirmed = Math.max(confirmed, Math.min(last, current));
             if (gap) {
               this.#metrics.resync();
@@ -452,10 +485,12 @@ export class RedisStore implements Store {
           entries = reply?.[0]?.[1] ?? [];
           if (entries.length === 0) verify = true;
           backoff.reset();
+          // Not on null: ioredis also answers null when it gives up on a read client-side.
+          if (reply !== null) recovered();
         } catch (err) {
           if (stopped || this.#closed) break;
           verify = true;
-          this.#log.debug({ err: messageOf(err), prefix }, 'redis watch read failed; retrying');
+          failing(messageOf(err));
           await sleep(backoff.next(), opts.signal);
           continue;
         }
@@ -478,6 +513,7 @@ export class RedisStore implements Store {
         }
       }
     } finally {
+      stopped = true;
       opts.signal?.removeEventListener('abort', stop);
       this.#watchConns.delete(conn);
       conn.disconnect();

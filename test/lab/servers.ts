@@ -6,7 +6,7 @@ import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { ErrorCodes, WeftError } from '../../src/errors/index.js';
-import { run, startProcess, waitFor, type ManagedProcess } from './exec.js';
+import { run, startProcess, waitFor, type ManagedProcess, type RunResult } from './exec.js';
 
 /** A port the kernel reports free on 127.0.0.1 right now. */
 export function freePort(): Promise<number> {
@@ -50,10 +50,40 @@ export interface EtcdOptions {
   dir: string;
   /** Wait until this member answers health checks. Default true (a lone member of a new cluster cannot). */
   waitHealthy?: boolean;
+  /** Serve clients over TLS (`https://` client URLs); peers stay on plain http. */
+  tls?: EtcdServerTls;
+}
+
+/** TLS of an etcd member's client URLs. */
+export interface EtcdServerTls {
+  /** The server certificate (`--cert-file`); must cover the member's host. */
+  certFile: string;
+  /** Its key (`--key-file`). */
+  keyFile: string;
+  /** CA of client certificates (`--trusted-ca-file`), also what etcdctl verifies the server with. */
+  caFile: string;
+  /** Require a client certificate signed by `caFile` (`--client-cert-auth`). Default false. */
+  clientCertAuth?: boolean;
+  /**
+   * Client certificate and key etcdctl presents (health checks, {@link EtcdServer.etcdctl});
+   * default the server certificate, which then needs the clientAuth usage.
+   */
+  client?: { certFile: string; keyFile: string };
+}
+
+/** Options of {@link EtcdServer.etcdctl}. */
+export interface EtcdServerCtlOptions {
+  /** `name:password` (`--user`), once authentication is enabled. */
+  user?: string;
+  /** Do not throw on a non-zero exit. */
+  allowFail?: boolean;
+  /** Kill etcdctl after this many ms. Default 60 000. */
+  timeoutMs?: number;
 }
 
 const peerUrl = (m: EtcdMember): string => `http://${m.host}:${m.peerPort}`;
-const clientUrl = (m: EtcdMember): string => `http://${m.host}:${m.clientPort}`;
+const clientUrl = (m: EtcdMember, tls?: EtcdServerTls): string =>
+  `${tls ? 'https' : 'http'}://${m.host}:${m.clientPort}`;
 
 /** A running etcd member that can be stopped, killed and started again on the same data. */
 export class EtcdServer {
@@ -68,7 +98,7 @@ export class EtcdServer {
 
   /** Client URL of this member. */
   get endpoint(): string {
-    return clientUrl(this.member);
+    return clientUrl(this.member, this.#opts.tls);
   }
 
   get process(): ManagedProcess | undefined {
@@ -76,8 +106,19 @@ export class EtcdServer {
   }
 
   async start(): Promise<void> {
-    const { member: m, dir } = this.#opts;
+    const { member: m, dir, tls } = this.#opts;
     const cluster = this.#opts.cluster ?? [m];
+    const tlsArgs = tls
+      ? [
+          '--cert-file',
+          tls.certFile,
+          '--key-file',
+          tls.keyFile,
+          '--trusted-ca-file',
+          tls.caFile,
+          ...(tls.clientCertAuth ? ['--client-cert-auth'] : []),
+        ]
+      : [];
     mkdirSync(dir, { recursive: true });
     this.#proc = startProcess({
       name: `etcd ${m.name}`,
@@ -88,9 +129,10 @@ export class EtcdServer {
         '--data-dir',
         join(dir, `${m.name}.data`),
         '--listen-client-urls',
-        clientUrl(m),
+        clientUrl(m, tls),
         '--advertise-client-urls',
-        clientUrl(m),
+        clientUrl(m, tls),
+        ...tlsArgs,
         '--listen-peer-urls',
         peerUrl(m),
         '--initial-advertise-peer-urls',
@@ -122,19 +164,26 @@ export class EtcdServer {
     await waitFor(
       async () => {
         if (this.#proc && !this.#proc.running) throw new Error(`etcd exited; see ${this.#proc.logFile}`);
-        const r = await run(
-          'etcdctl',
-          ['--endpoints', this.endpoint, '--command-timeout=1s', 'endpoint', 'health'],
-          {
-            netns: this.member.netns,
-            allowFail: true,
-            env: { ...process.env, ETCDCTL_API: '3' },
-          },
-        );
+        const r = await this.etcdctl(['--command-timeout=1s', 'endpoint', 'health'], { allowFail: true });
         return r.code === 0;
       },
       { what: `etcd ${this.member.name} at ${this.endpoint}`, timeoutMs, intervalMs: 200, signal: exited },
     );
+  }
+
+  /** Runs `etcdctl` (API v3) against this member, with its TLS material when it has some. */
+  etcdctl(args: readonly string[], opts: EtcdServerCtlOptions = {}): Promise<RunResult> {
+    const tls = this.#opts.tls;
+    const client = tls?.client ?? tls;
+    const tlsArgs =
+      tls && client ? ['--cacert', tls.caFile, '--cert', client.certFile, '--key', client.keyFile] : [];
+    const userArgs = opts.user !== undefined ? ['--user', opts.user] : [];
+    return run('etcdctl', ['--endpoints', this.endpoint, ...tlsArgs, ...userArgs, ...args], {
+      netns: this.member.netns,
+      ...(opts.allowFail !== undefined && { allowFail: opts.allowFail }),
+      ...(opts.timeoutMs !== undefined && { timeoutMs: opts.timeoutMs }),
+      env: { ...process.env, ETCDCTL_API: '3' },
+    });
   }
 
   async stop(): Promise<void> {
@@ -159,10 +208,20 @@ export async function startEtcd(opts: EtcdOptions): Promise<EtcdServer> {
   return s;
 }
 
+/** Options of {@link startLocalEtcd}. */
+export interface LocalEtcdOptions {
+  /** Serve clients over TLS; the server certificate must cover IP 127.0.0.1. */
+  tls?: EtcdServerTls;
+}
+
 /** A single etcd on 127.0.0.1 with free ports, for store tests. */
-export async function startLocalEtcd(dir: string, name = 'etcd0'): Promise<EtcdServer> {
+export async function startLocalEtcd(
+  dir: string,
+  name = 'etcd0',
+  opts: LocalEtcdOptions = {},
+): Promise<EtcdServer> {
   const member = { name, host: '127.0.0.1', clientPort: await freePort(), peerPort: await freePort() };
-  return startEtcd({ member, dir });
+  return startEtcd({ member, dir, ...(opts.tls && { tls: opts.tls }) });
 }
 
 /** Start a cluster; members are started together because none is healthy without a quorum. */

@@ -493,15 +493,27 @@ export class LeaseManager {
   }
 
   async #followKeepAlive(ka: KeepAlive, held: Held): Promise<void> {
+    /** When renewals began to fail; the first success after that is logged at info, ending the warnings. */
+    let failingSince: number | undefined;
     for await (const ev of ka.events()) {
       if (this.#keepAlive !== ka || this.#held !== held) return;
       if (ev.type === 'renewed') {
         held.expiresAt = this.#now() + ev.ttlSeconds * 1000;
         this.#metrics.renewal('ok');
         this.#metrics.expiry(held.expiresAt);
-        this.#log.debug({ subnet: held.key, expiresAt: held.expiresAt }, 'renewed lease');
+        const fields = { subnet: held.key, expiresAt: held.expiresAt };
+        if (failingSince !== undefined) {
+          this.#log.info(
+            { ...fields, failedForMs: this.#now() - failingSince },
+            'renewed lease after failed attempts',
+          );
+          failingSince = undefined;
+        } else {
+          this.#log.debug(fields, 'renewed lease');
+        }
         this.#emit({ type: 'renewed', lease: this.#snapshot(held) });
       } else if (ev.type === 'error') {
+        failingSince ??= this.#now();
         this.#metrics.renewal('error');
         this.#log.warn({ subnet: held.key, err: ev.error.message }, 'could not renew lease; retrying');
         this.#emit({ type: 'renewal-failed', lease: this.#snapshot(held), error: ev.error });
