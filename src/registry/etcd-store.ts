@@ -33,7 +33,7 @@ import type {
 } from './store.js';
 import {
   AsyncQueue,
-  PollingKeepAlive,
+  trackedKeepAlive,
   StoreMetrics,
   checkKey,
   checkRevision,
@@ -429,17 +429,14 @@ export class EtcdStore implements Store {
         if (ttl <= 0) return { ok: false, reason: `lease ${kv.lease} of the key has expired` };
         return { ok: true, ttlSeconds: ttl };
       });
-    const ka = new PollingKeepAlive({
+    return trackedKeepAlive(this.#keepAlives, {
       backend: BACKEND,
       key,
       intervalMs,
       renewOnce,
       logger: this.#log,
       metrics: this.#metrics,
-      onDone: () => this.#keepAlives.delete(ka),
     });
-    this.#keepAlives.add(ka);
-    return ka;
   }
 
   async *watch(prefix: string, opts: WatchOptions): AsyncIterable<WatchEvent> {

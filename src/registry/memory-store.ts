@@ -21,7 +21,7 @@ import type {
 } from './store.js';
 import {
   AsyncQueue,
-  PollingKeepAlive,
+  trackedKeepAlive,
   StoreMetrics,
   checkKey,
   checkRevision,
@@ -178,13 +178,12 @@ export class MemoryStore implements Store {
     if (this.#closed) throw closedError(BACKEND);
     checkKey(key);
     const intervalMs = keepAliveInterval(opts);
-    const ka = new PollingKeepAlive({
+    return trackedKeepAlive(this.#keepAlives, {
       backend: BACKEND,
       key,
       intervalMs,
       logger: this.#log,
       metrics: this.#metrics,
-      onDone: () => this.#keepAlives.delete(ka),
       renewOnce: () =>
         this.#op('keepAlive', () => {
           const entry = this.#data.get(key);
@@ -198,8 +197,6 @@ export class MemoryStore implements Store {
           return { ok: true, ttlSeconds: opts.ttlSeconds };
         }),
     });
-    this.#keepAlives.add(ka);
-    return ka;
   }
 
   async *watch(prefix: string, opts: WatchOptions): AsyncIterable<WatchEvent> {

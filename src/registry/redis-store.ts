@@ -39,7 +39,7 @@ import type {
   WatchOptions,
 } from './store.js';
 import {
-  PollingKeepAlive,
+  trackedKeepAlive,
   StoreMetrics,
   checkKey,
   checkRevision,
@@ -383,17 +383,14 @@ export class RedisStore implements Store {
         if (r === 'ok') return { ok: true, ttlSeconds: opts.ttlSeconds };
         return { ok: false, reason: LOST_REASONS[r] ?? r };
       });
-    const ka = new PollingKeepAlive({
+    return trackedKeepAlive(this.#keepAlives, {
       backend: BACKEND,
       key,
       intervalMs,
       renewOnce,
       logger: this.#log,
       metrics: this.#metrics,
-      onDone: () => this.#keepAlives.delete(ka),
     });
-    this.#keepAlives.add(ka);
-    return ka;
   }
 
   async *watch(prefix: string, opts: WatchOptions): AsyncIterable<WatchEvent> {

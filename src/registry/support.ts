@@ -152,6 +152,19 @@ const ERROR_EVENT_MIN_INTERVAL_MS = 5_000;
  * `renewOnce`. Failed renewals are retried with backoff, capped at the interval, so a
  * recovered store is renewed quickly rather than an interval later.
  */
+/**
+ * Starts a {@link PollingKeepAlive} tracked in `live` (the store closes what is left there on
+ * close) that removes itself from `live` when it ends.
+ */
+export function trackedKeepAlive(
+  live: Set<KeepAlive>,
+  opts: Omit<PollingKeepAliveOptions, 'onDone'>,
+): PollingKeepAlive {
+  const ka: PollingKeepAlive = new PollingKeepAlive({ ...opts, onDone: () => live.delete(ka) });
+  live.add(ka);
+  return ka;
+}
+
 export class PollingKeepAlive implements KeepAlive {
   readonly key: string;
   readonly #opts: PollingKeepAliveOptions;
