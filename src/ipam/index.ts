@@ -10,6 +10,7 @@ export {
   ipToBigInt,
   isIPv4,
   isIPv6,
+  parseIp,
   type IpFamily,
 } from './ip.js';
 export { Cidr, parseCidrField, type CidrFieldOptions } from './cidr.js';

@@ -1,9 +1,10 @@
 /**
- * Text <-> wire forms of IP addresses, prefixes and MAC addresses. Kept dependency-free and
- * local to netlink so the wire format never leaks out of this folder.
+ * Text <-> wire forms of IP addresses, prefixes and MAC addresses, local to netlink so the wire
+ * format never leaks out of this folder. Address text is parsed and printed by src/ipam, so
+ * every component agrees on one canonical form.
  */
-import { isIPv4, isIPv6 } from 'node:net';
 import { invalid } from '../errors/index.js';
+import { bigIntToIp, parseIp } from '../ipam/index.js';
 import type { IpFamily } from './types.js';
 
 export const AF_INET = 2;
@@ -30,71 +31,32 @@ export interface WireIp {
 
 /** Parse an IPv4 or IPv6 address (no zone, no prefix) to network-order bytes. */
 export function encodeIp(ip: string, field = 'address'): WireIp {
-  if (isIPv4(ip)) return { family: 'inet', bytes: Buffer.from(ip.split('.').map(Number)) };
-  if (isIPv6(ip) && !ip.includes('%')) return { family: 'inet6', bytes: encodeIpv6(ip) };
-  throw invalid('netlink', field, `not an IP address: ${JSON.stringify(ip)}`);
-}
-
-function encodeIpv6(ip: string): Buffer {
-  let text = ip;
-  const tailGroups: string[] = [];
-  // A trailing dotted quad (::ffff:1.2.3.4) stands for the last two groups.
-  const dot = text.lastIndexOf('.');
-  if (dot >= 0) {
-    const colon = text.lastIndexOf(':');
-    const v4 = text
-      .slice(colon + 1)
-      .split('.')
-      .map(Number);
-    tailGroups.push(
-      (((v4[0] ?? 0) << 8) | (v4[1] ?? 0)).toString(16),
-      (((v4[2] ?? 0) << 8) | (v4[3] ?? 0)).toString(16),
-    );
-    text = text.slice(0, colon + 1);
-    if (text.endsWith(':') && !text.endsWith('::')) text = text.slice(0, -1);
+  let parsed: { family: 4 | 6; value: bigint };
+  try {
+    parsed = parseIp(ip);
+  } catch {
+    throw invalid('netlink', field, `not an IP address: ${JSON.stringify(ip)}`);
   }
-  const halves = text.split('::');
-  const head = halves[0] ? halves[0].split(':') : [];
-  let groups: string[];
-  if (halves.length === 2) {
-    const tail = [...(halves[1] ? halves[1].split(':') : []), ...tailGroups];
-    groups = [...head, ...Array<string>(8 - head.length - tail.length).fill('0'), ...tail];
-  } else {
-    groups = [...head, ...tailGroups];
-  }
-  const out = Buffer.alloc(16);
-  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
-  return out;
+  const size = parsed.family === 4 ? 4 : 16;
+  const bytes = Buffer.alloc(size);
+  let v = parsed.value;
+  for (let i = size - 1; i >= 0; i--, v >>= 8n) bytes[i] = Number(v & 0xffn);
+  return { family: parsed.family === 4 ? 'inet' : 'inet6', bytes };
 }
 
 /** Format network-order bytes (4 or 16) as an IP address, IPv6 in RFC 5952 form as iproute2 prints it. */
 export function decodeIp(bytes: Buffer): string {
-  if (bytes.length === 4) return [...bytes].join('.');
-  if (bytes.length !== 16) return bytes.toString('hex');
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i));
-  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
+  if (bytes.length !== 4 && bytes.length !== 16) return bytes.toString('hex');
+  // iproute2 prints IPv4-mapped addresses with a dotted quad; ipam's canonical form would not.
+  if (
+    bytes.length === 16 &&
+    bytes.subarray(0, 10).every((b) => b === 0) &&
+    bytes.readUInt16BE(10) === 0xffff
+  ) {
     return `::ffff:${[...bytes.subarray(12)].join('.')}`;
   }
-  // Compress the longest run of two or more zero groups (the first, on a tie).
-  let best = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (best < 0) return hex.join(':');
-  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
+  const value = bytes.reduce((acc, b) => (acc << 8n) | BigInt(b), 0n);
+  return bigIntToIp(value, bytes.length === 4 ? 4 : 6);
 }
 
 /** A prefix in wire form. */
