@@ -1,0 +1,3 @@
+export * from './schema.js';
+export * from './service-port.js';
+export * from './keys.js';
