@@ -9,7 +9,7 @@ DEB_PACKAGES := etcd-server etcd-client redis-server iproute2 iptables nftables 
 
 NPM_STAMP := node_modules/.weft-lock.sha256
 
-.PHONY: deps deb-deps npm-deps build lint typecheck test test-only demo clean bench
+.PHONY: deps deb-deps npm-deps native build lint typecheck test test-only demo clean bench
 
 deps: deb-deps npm-deps
 
@@ -31,8 +31,16 @@ npm-deps:
 		npm ci --no-audit --no-fund; echo "$$want" > $(NPM_STAMP); \
 	else echo "deps: node_modules up to date"; fi
 
-build: npm-deps
+# node-gyp as bundled with npm (library-notes: node-gyp 13 needs a newer Node); configure once,
+# then let its make rebuild only what changed.
+NODE_GYP := node $(shell npm prefix -g)/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js \
+	--nodedir=$(shell npm config get nodedir)
+
+build: npm-deps native
 	npx tsc -p tsconfig.build.json
+
+native: npm-deps
+	@cd native && { [ -f build/Makefile ] || $(NODE_GYP) configure --silent; } && $(NODE_GYP) build --silent
 
 lint: npm-deps
 	npx eslint .

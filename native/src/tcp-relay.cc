@@ -1,0 +1,247 @@
+#include "tcp-relay.h"
+
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace weft {
+
+namespace {
+constexpr size_t kChunk = 1 << 16;
+constexpr uint32_t kEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+
+// Makes the peer see a reset rather than an orderly close.
+void CloseWithReset(int fd) {
+  linger l{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  close(fd);
+}
+}  // namespace
+
+const char* EndReasonName(EndReason r) {
+  switch (r) {
+    case EndReason::kClosed:
+      return "closed";
+    case EndReason::kReset:
+      return "reset";
+    case EndReason::kIdle:
+      return "idle";
+    case EndReason::kError:
+      return "error";
+    case EndReason::kShutdown:
+      return "shutdown";
+  }
+  return "unknown";
+}
+
+// One direction: src → pipe → dst.
+struct Direction {
+  int src = -1;
+  int dst = -1;
+  int pipe_r = -1;
+  int pipe_w = -1;
+  size_t in_pipe = 0;
+  uint64_t bytes = 0;
+  bool src_eof = false;
+  bool dst_shut = false;
+  bool done() const { return dst_shut; }
+};
+
+class TcpConnection {
+ public:
+  // Routes the epoll events of one fd to the connection.
+  struct Side : Pollable {
+    TcpConnection* conn = nullptr;
+    void OnEvents(uint32_t events) override { conn->OnEvents(events); }
+  };
+
+  TcpConnection(TcpRelay* relay, IoLoop* loop, uint32_t id, int a, int b, uint32_t idle_ms)
+      : relay_(relay), loop_(loop), id_(id), a_(a), b_(b), idle_ms_(idle_ms) {
+    side_a_.conn = this;
+    side_b_.conn = this;
+    ab_.src = a;
+    ab_.dst = b;
+    ba_.src = b;
+    ba_.dst = a;
+  }
+
+  ~TcpConnection() { CloseFds(false); }
+
+  uint32_t id() const { return id_; }
+  uint64_t ab_bytes() const { return ab_.bytes; }
+  uint64_t ba_bytes() const { return ba_.bytes; }
+
+  // Returns errno on failure (the caller reports the end).
+  int Setup() {
+    int p1[2], p2[2];
+    if (pipe2(p1, O_NONBLOCK | O_CLOEXEC) != 0) return errno;
+    if (pipe2(p2, O_NONBLOCK | O_CLOEXEC) != 0) {
+      int e = errno;
+      close(p1[0]);
+      close(p1[1]);
+      return e;
+    }
+    ab_.pipe_r = p1[0];
+    ab_.pipe_w = p1[1];
+    ba_.pipe_r = p2[0];
+    ba_.pipe_w = p2[1];
+    // The sockets came from libuv, already non-blocking; make sure for fds from elsewhere.
+    for (int fd : {a_, b_}) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    if (!loop_->Add(a_, kEvents, &side_a_)) return errno;
+    registered_a_ = true;
+    if (!loop_->Add(b_, kEvents, &side_b_)) return errno;
+    registered_b_ = true;
+    last_ms_ = IoLoop::NowMs();
+    return 0;
+  }
+
+  void OnEvents(uint32_t events) {
+    if (dead_) return;
+    if (events & EPOLLERR) {
+      // Pump first: data already queued is delivered before the error is acted on.
+      Pump(ab_);
+      Pump(ba_);
+      if (dead_) return;
+      int err = 0;
+      socklen_t len = sizeof err;
+      getsockopt(a_, SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err == 0) getsockopt(b_, SOL_SOCKET, SO_ERROR, &err, &len);
+      End(err == ECONNRESET || err == EPIPE ? EndReason::kReset : EndReason::kError, err);
+      return;
+    }
+    Pump(ab_);
+    if (!dead_) Pump(ba_);
+    if (!dead_ && ab_.done() && ba_.done()) End(EndReason::kClosed, 0);
+  }
+
+  void CheckIdle(uint64_t now_ms) {
+    if (!dead_ && idle_ms_ > 0 && now_ms - last_ms_ >= idle_ms_) End(EndReason::kIdle, 0);
+  }
+
+  void End(EndReason reason, int err) {
+    if (dead_) return;
+    dead_ = true;
+    CloseFds(reason == EndReason::kReset);
+    relay_->Finished(this, reason, err);
+  }
+
+ private:
+  void Pump(Direction& d) {
+    bool progress = true;
+    while (progress && !dead_) {
+      progress = false;
+      if (!d.src_eof && d.in_pipe < kChunk) {
+        ssize_t n = splice(d.src, nullptr, d.pipe_w, nullptr, kChunk, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+        if (n > 0) {
+          d.in_pipe += static_cast<size_t>(n);
+          progress = true;
+        } else if (n == 0) {
+          d.src_eof = true;
+          progress = true;
+        } else if (errno != EAGAIN && errno != EINTR) {
+          Fail(errno);
+          return;
+        }
+      }
+      if (d.in_pipe > 0) {
+        ssize_t n = splice(d.pipe_r, nullptr, d.dst, nullptr, d.in_pipe, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+        if (n > 0) {
+          d.in_pipe -= static_cast<size_t>(n);
+          d.bytes += static_cast<uint64_t>(n);
+          progress = true;
+        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+          Fail(errno);
+          return;
+        }
+      }
+      if (progress) last_ms_ = IoLoop::NowMs();
+    }
+    if (!dead_ && d.src_eof && d.in_pipe == 0 && !d.dst_shut) {
+      // Half-close: the other side learns that no more data comes, and may still answer.
+      shutdown(d.dst, SHUT_WR);
+      d.dst_shut = true;
+    }
+  }
+
+  void Fail(int err) { End(err == ECONNRESET || err == EPIPE ? EndReason::kReset : EndReason::kError, err); }
+
+  void CloseFds(bool reset) {
+    if (registered_a_) loop_->Remove(a_);
+    if (registered_b_) loop_->Remove(b_);
+    registered_a_ = registered_b_ = false;
+    for (int* fd : {&a_, &b_}) {
+      if (*fd < 0) continue;
+      if (reset)
+        CloseWithReset(*fd);
+      else
+        close(*fd);
+      *fd = -1;
+    }
+    for (Direction* d : {&ab_, &ba_}) {
+      if (d->pipe_r >= 0) close(d->pipe_r);
+      if (d->pipe_w >= 0) close(d->pipe_w);
+      d->pipe_r = d->pipe_w = -1;
+    }
+  }
+
+  TcpRelay* relay_;
+  IoLoop* loop_;
+  uint32_t id_;
+  int a_;
+  int b_;
+  uint32_t idle_ms_;
+  uint64_t last_ms_ = 0;
+  bool dead_ = false;
+  bool registered_a_ = false;
+  bool registered_b_ = false;
+  Side side_a_;
+  Side side_b_;
+  Direction ab_;
+  Direction ba_;
+};
+
+TcpRelay::TcpRelay(IoLoop* loop, Emit emit) : loop_(loop), emit_(std::move(emit)) {}
+
+TcpRelay::~TcpRelay() = default;
+
+void TcpRelay::Add(uint32_t id, int fd_a, int fd_b, uint32_t idle_ms) {
+  auto conn = std::make_unique<TcpConnection>(this, loop_, id, fd_a, fd_b, idle_ms);
+  int err = conn->Setup();
+  if (err != 0) {
+    emit_(RelayEnd{id, 0, 0, EndReason::kError, err});
+    return;  // the destructor closes the fds
+  }
+  TcpConnection* raw = conn.get();
+  conns_[id] = std::move(conn);
+  // Data may have arrived before registration; edge-triggered epoll would not report it.
+  raw->OnEvents(EPOLLIN | EPOLLOUT);
+}
+
+void TcpRelay::Tick(uint64_t now_ms) {
+  std::vector<TcpConnection*> all;
+  all.reserve(conns_.size());
+  for (auto& [id, c] : conns_) all.push_back(c.get());
+  for (auto* c : all) c->CheckIdle(now_ms);
+}
+
+void TcpRelay::CloseAll() {
+  std::vector<TcpConnection*> all;
+  for (auto& [id, c] : conns_) all.push_back(c.get());
+  for (auto* c : all) c->End(EndReason::kShutdown, 0);
+}
+
+void TcpRelay::Finished(TcpConnection* c, EndReason reason, int err) {
+  emit_(RelayEnd{c->id(), c->ab_bytes(), c->ba_bytes(), reason, err});
+  uint32_t id = c->id();
+  auto it = conns_.find(id);
+  if (it == conns_.end()) return;
+  // Freed after the batch: another event of this batch may name it.
+  std::shared_ptr<TcpConnection> keep(it->second.release());
+  conns_.erase(it);
+  loop_->AfterBatch([keep] {});
+}
+
+}  // namespace weft

@@ -1,0 +1,56 @@
+// The TCP relay: bytes move between two connected sockets through a pipe per direction with
+// splice(2), so they never enter user space. Edge-triggered epoll on the I/O thread; each
+// direction is pumped until the kernel says EAGAIN, and a full pipe is the backpressure.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <unordered_map>
+
+#include "io-loop.h"
+
+namespace weft {
+
+// How a relayed connection ended.
+enum class EndReason { kClosed, kReset, kIdle, kError, kShutdown };
+
+const char* EndReasonName(EndReason r);
+
+// Sent to JavaScript (in batches) when a connection ends.
+struct RelayEnd {
+  uint32_t id;
+  uint64_t bytes_a_to_b;
+  uint64_t bytes_b_to_a;
+  EndReason reason;
+  int err;  // errno for kError/kReset, else 0
+};
+
+class TcpConnection;
+
+class TcpRelay {
+ public:
+  using Emit = std::function<void(const RelayEnd&)>;
+
+  TcpRelay(IoLoop* loop, Emit emit);
+  ~TcpRelay();
+
+  // Loop thread. Takes ownership of both fds (closed when the connection ends). Emits an end
+  // event at once when the connection cannot be set up.
+  void Add(uint32_t id, int fd_a, int fd_b, uint32_t idle_ms);
+  // Loop thread: ends connections idle for longer than their timeout.
+  void Tick(uint64_t now_ms);
+  // Loop thread: ends every connection (reason kShutdown).
+  void CloseAll();
+  // Loop thread: called by a connection that ended; its object is freed after the batch.
+  void Finished(TcpConnection* c, EndReason reason, int err);
+
+  size_t active() const { return conns_.size(); }
+
+ private:
+  IoLoop* loop_;
+  Emit emit_;
+  std::unordered_map<uint32_t, std::unique_ptr<TcpConnection>> conns_;
+};
+
+}  // namespace weft

@@ -1,0 +1,67 @@
+/**
+ * The native addon (native/, built by `make build`): loaded once, on first use. Callers get
+ * `undefined` when it is not built or is disabled with `WEFT_NATIVE=0`, and choose their
+ * pure-Node fallback; the reason is returned so that they can log it once.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** How a relayed TCP connection ended, as the addon reports it. */
+export interface NativeRelayEnd {
+  id: number;
+  /** Bytes moved from the first fd given to `addTcp` to the second. */
+  bytesAtoB: number;
+  bytesBtoA: number;
+  reason: 'closed' | 'reset' | 'idle' | 'error' | 'shutdown';
+  /** errno of a reset or error, else 0. */
+  errno: number;
+}
+
+/** The addon's TCP relay: one I/O thread on epoll moving bytes with splice(2). */
+export interface NativeRelay {
+  /**
+   * Relays between two connected sockets until both directions are closed. The fds are
+   * duplicated, so the caller closes its own handles right after (without reading from them).
+   */
+  addTcp(id: number, fdA: number, fdB: number, idleTimeoutMs: number): void;
+  stats(): { added: number; ended: number; bytes: number; batches: number };
+  /** Ends every connection and joins the thread; no thread or fd outlives it. Idempotent. */
+  close(): void;
+}
+
+/** The addon's exports. */
+export interface NativeAddon {
+  abiVersion: number;
+  Relay: new (onEvents: (events: NativeRelayEnd[]) => void) => NativeRelay;
+}
+
+/** The result of {@link loadNative}: the addon, or why there is none. */
+export type NativeLoad = { addon: NativeAddon; path: string } | { addon: undefined; reason: string };
+
+const ADDON = join('native', 'build', 'Release', 'weft_native.node');
+let cached: NativeLoad | undefined;
+
+/** Loads the addon once. `WEFT_NATIVE=0` disables it; `WEFT_NATIVE_PATH` names another build. */
+export function loadNative(): NativeLoad {
+  cached ??= load();
+  return cached;
+}
+
+function load(): NativeLoad {
+  if (process.env.WEFT_NATIVE === '0') return { addon: undefined, reason: 'disabled by WEFT_NATIVE=0' };
+  const here = dirname(fileURLToPath(import.meta.url));
+  // src/native → repo root is two up; dist/src/native is three up.
+  const candidates = process.env.WEFT_NATIVE_PATH
+    ? [process.env.WEFT_NATIVE_PATH]
+    : [join(here, '..', '..', ADDON), join(here, '..', '..', '..', ADDON)];
+  const path = candidates.find((p) => existsSync(p));
+  if (!path) return { addon: undefined, reason: `${ADDON} is not built (run make build)` };
+  try {
+    const addon = createRequire(import.meta.url)(path) as NativeAddon;
+    return { addon, path };
+  } catch (err) {
+    return { addon: undefined, reason: `${path}: ${(err as Error).message}` };
+  }
+}
