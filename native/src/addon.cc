@@ -8,12 +8,23 @@
 #include <cstring>
 
 #include <atomic>
+#include <condition_variable>
+#include <string>
 #include <memory>
 #include <mutex>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
 #include "io-loop.h"
+#include "packet.h"
 #include "tcp-relay.h"
+#include "tun-forwarder.h"
 
 namespace weft {
 
@@ -177,8 +188,245 @@ class Relay : public Napi::ObjectWrap<Relay> {
   std::atomic<uint64_t> batches_{0};
 };
 
+
+namespace {
+
+struct StatsSnapshot {
+  uint64_t v[11];
+};
+
+const char* const kStatNames[11] = {"tunRx",   "tunTx",         "udpRx",       "udpTx",   "bytesOut",  "bytesIn",
+                                    "dropMalformed", "dropNoRoute", "dropTtl", "icmpSent", "sendErrors"};
+
+StatsSnapshot Snapshot(const TunStats& s) {
+  return StatsSnapshot{{s.tun_rx.load(), s.tun_tx.load(), s.udp_rx.load(), s.udp_tx.load(), s.bytes_out.load(),
+                        s.bytes_in.load(), s.drop_malformed.load(), s.drop_no_route.load(), s.drop_ttl.load(),
+                        s.icmp_sent.load(), s.send_errors.load()}};
+}
+
+Napi::Object StatsObject(Napi::Env env, const StatsSnapshot& s) {
+  Napi::Object o = Napi::Object::New(env);
+  for (int i = 0; i < 11; i++) o.Set(kStatNames[i], Napi::Number::New(env, static_cast<double>(s.v[i])));
+  return o;
+}
+
+void DeliverStats(Napi::Env env, Napi::Function callback, std::nullptr_t*, StatsSnapshot* snap) {
+  std::unique_ptr<StatsSnapshot> owned(snap);
+  if (env == nullptr || callback.IsEmpty()) return;
+  callback.Call({StatsObject(env, *owned)});
+}
+
+using StatsTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, StatsSnapshot, DeliverStats>;
+
+bool ParseV4(const std::string& text, uint32_t* out) { return inet_pton(AF_INET, text.c_str(), out) == 1; }
+
+}  // namespace
+
+// Tun({ name, localIp, port, icmpSource }, onStats): the udp backend's forwarder. The TUN device
+// is created in the network namespace of the calling process and lives as long as the object.
+class Tun : public Napi::ObjectWrap<Tun> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Tun",
+                       {InstanceMethod("setRoutes", &Tun::SetRoutes), InstanceMethod("stats", &Tun::Stats),
+                        InstanceMethod("setIcmpSource", &Tun::SetIcmpSource), InstanceMethod("close", &Tun::Close),
+                        InstanceAccessor("name", &Tun::Name, nullptr)});
+  }
+
+  explicit Tun(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tun>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
+      Napi::TypeError::New(env, "Tun(options, onStats)").ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    std::string name = o.Get("name").IsString() ? o.Get("name").As<Napi::String>().Utf8Value() : "flannel0";
+    std::string local = o.Get("localIp").IsString() ? o.Get("localIp").As<Napi::String>().Utf8Value() : "0.0.0.0";
+    std::string icmp = o.Get("icmpSource").IsString() ? o.Get("icmpSource").As<Napi::String>().Utf8Value() : "0.0.0.0";
+    uint32_t port = o.Get("port").IsNumber() ? o.Get("port").As<Napi::Number>().Uint32Value() : 8285;
+    uint32_t local_addr = 0, icmp_addr = 0;
+    if (name.empty() || name.size() >= IFNAMSIZ) { Fail(env, "name: must be 1 to 15 characters"); return; }
+    if (!ParseV4(local, &local_addr)) { Fail(env, "localIp: not an IPv4 address"); return; }
+    if (!ParseV4(icmp, &icmp_addr)) { Fail(env, "icmpSource: not an IPv4 address"); return; }
+    if (port == 0 || port > 65535) { Fail(env, "port: out of range"); return; }
+
+    int tun = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (tun < 0) { FailErrno(env, "open /dev/net/tun"); return; }
+    ifreq ifr{};
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+    std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+    if (ioctl(tun, TUNSETIFF, &ifr) != 0) {
+      int e = errno;
+      close(tun);
+      errno = e;
+      { FailErrno(env, "TUNSETIFF " + name); return; }
+    }
+    name_ = ifr.ifr_name;
+    int udp = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (udp < 0) {
+      close(tun);
+      { FailErrno(env, "socket"); return; }
+    }
+    int buf = 4 << 20;
+    setsockopt(udp, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof buf);
+    setsockopt(udp, SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof buf);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(static_cast<uint16_t>(port));
+    sa.sin_addr.s_addr = local_addr;
+    if (bind(udp, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+      int e = errno;
+      close(tun);
+      close(udp);
+      errno = e;
+      { FailErrno(env, "bind " + local + ":" + std::to_string(port)); return; }
+    }
+    fwd_ = std::make_unique<TunForwarder>(&loop_, tun, udp, htons(static_cast<uint16_t>(port)), icmp_addr);
+    tsfn_ = StatsTsfn::New(env, info[1].As<Napi::Function>(), "weft-tun-stats", 0, 1);
+    released_ = false;
+    if (!loop_.Start([this](uint64_t now) { OnTick(now); }, kTickMs)) {
+      tsfn_.Release();
+      released_ = true;
+      fwd_.reset();
+      { FailErrno(env, "I/O thread"); return; }
+    }
+    bool started = false;
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    loop_.Post([&] {
+      bool ok = fwd_->Start();
+      std::lock_guard<std::mutex> lock(m);
+      started = ok;
+      done = true;
+      cv.notify_one();
+    });
+    std::unique_lock<std::mutex> lock(m);
+    cv.wait(lock, [&] { return done; });
+    if (!started) {
+      Shutdown();
+      { FailErrno(env, "epoll"); return; }
+    }
+    open_ = true;
+  }
+
+  ~Tun() override { Shutdown(); }
+
+ private:
+  void Fail(Napi::Env env, const std::string& msg) { Napi::Error::New(env, "Tun: " + msg).ThrowAsJavaScriptException(); }
+  void FailErrno(Napi::Env env, const std::string& what) { Fail(env, what + ": " + strerror(errno)); }
+
+  Napi::Value Name(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), name_); }
+
+  // setRoutes([[network, prefixLength, publicIp], ...]): replaces the table.
+  Napi::Value SetRoutes(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!open_ || info.Length() < 1 || !info[0].IsArray()) {
+      Fail(env, open_ ? "setRoutes(routes): an array expected" : "closed");
+      return env.Undefined();
+    }
+    Napi::Array arr = info[0].As<Napi::Array>();
+    std::vector<TunRoute> routes;
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Value v = arr.Get(i);
+      if (!v.IsArray() || v.As<Napi::Array>().Length() != 3) {
+        Fail(env, "setRoutes: route " + std::to_string(i) + " must be [network, prefixLength, publicIp]");
+        return env.Undefined();
+      }
+      Napi::Array r = v.As<Napi::Array>();
+      uint32_t net = 0, gw = 0;
+      Napi::Value len = r.Get(1u);
+      if (!r.Get(0u).IsString() || !ParseV4(r.Get(0u).As<Napi::String>().Utf8Value(), &net) || !len.IsNumber() ||
+          len.As<Napi::Number>().Uint32Value() > 32 || !r.Get(2u).IsString() ||
+          !ParseV4(r.Get(2u).As<Napi::String>().Utf8Value(), &gw)) {
+        Fail(env, "setRoutes: route " + std::to_string(i) + " is not [IPv4 network, 0..32, IPv4 address]");
+        return env.Undefined();
+      }
+      uint32_t plen = len.As<Napi::Number>().Uint32Value();
+      uint32_t mask = plen == 0 ? 0 : htonl(~0u << (32 - plen));
+      routes.push_back(TunRoute{net & mask, mask, gw});
+    }
+    loop_.Post([this, routes = std::move(routes)]() mutable { fwd_->SetRoutes(std::move(routes)); });
+    return env.Undefined();
+  }
+
+  Napi::Value SetIcmpSource(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t addr = 0;
+    if (!open_ || info.Length() < 1 || !info[0].IsString() || !ParseV4(info[0].As<Napi::String>().Utf8Value(), &addr)) {
+      Fail(env, open_ ? "setIcmpSource(ip): an IPv4 address expected" : "closed");
+      return env.Undefined();
+    }
+    loop_.Post([this, addr] { fwd_->SetIcmpSource(addr); });
+    return env.Undefined();
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    if (!fwd_) return info.Env().Undefined();
+    return StatsObject(info.Env(), Snapshot(fwd_->stats()));
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Shutdown();
+    return info.Env().Undefined();
+  }
+
+  void Shutdown() {
+    if (loop_.running()) loop_.Stop();
+    open_ = false;
+    if (!released_) {
+      released_ = true;
+      if (fwd_) tsfn_.NonBlockingCall(new StatsSnapshot(Snapshot(fwd_->stats())));
+      tsfn_.Release();
+    }
+    fwd_.reset();  // closes the TUN fd: the device goes away with it
+  }
+
+  // I/O thread: statistics go to JavaScript once a second, and only when they moved.
+  void OnTick(uint64_t now) {
+    if (now - last_push_ < 1000) return;
+    last_push_ = now;
+    StatsSnapshot s = Snapshot(fwd_->stats());
+    if (std::memcmp(&s, &last_, sizeof s) == 0) return;
+    last_ = s;
+    tsfn_.NonBlockingCall(new StatsSnapshot(s));
+  }
+
+  IoLoop loop_;
+  std::unique_ptr<TunForwarder> fwd_;
+  StatsTsfn tsfn_;
+  std::string name_;
+  bool open_ = false;
+  // True until the thread-safe function exists, so that failed construction releases nothing.
+  bool released_ = true;
+  uint64_t last_push_ = 0;
+  StatsSnapshot last_{};
+};
+
+// parseIpv4(buffer): the packet check the forwarder applies, exposed for tests.
+Napi::Value ParseIpv4Js(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsBuffer()) {
+    Napi::TypeError::New(env, "parseIpv4(buffer)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto b = info[0].As<Napi::Buffer<uint8_t>>();
+  Ipv4Info in{};
+  PacketError e = ParseIpv4(b.Data(), b.Length(), &in);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("error", Napi::String::New(env, PacketErrorName(e)));
+  if (e == PacketError::kOk) {
+    o.Set("ttl", Napi::Number::New(env, in.ttl));
+    o.Set("protocol", Napi::Number::New(env, in.protocol));
+    o.Set("totalLength", Napi::Number::New(env, static_cast<double>(in.total_len)));
+  }
+  return o;
+}
+
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   exports.Set("Relay", Relay::Init(env));
+  exports.Set("Tun", Tun::Init(env));
+  exports.Set("parseIpv4", Napi::Function::New(env, ParseIpv4Js, "parseIpv4"));
   exports.Set("abiVersion", Napi::Number::New(env, 1));
   return exports;
 }

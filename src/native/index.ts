@@ -31,10 +31,59 @@ export interface NativeRelay {
   close(): void;
 }
 
+/** Counters of the udp backend's forwarder. */
+export interface NativeTunStats {
+  /** Packets read from the TUN device. */
+  tunRx: number;
+  /** Packets written to the TUN device. */
+  tunTx: number;
+  udpRx: number;
+  udpTx: number;
+  bytesOut: number;
+  bytesIn: number;
+  /** Packets that were not well-formed IPv4 (truncated, bad length, another IP version). */
+  dropMalformed: number;
+  /** Packets for a destination no lease covers; each got an ICMP net-unreachable. */
+  dropNoRoute: number;
+  /** Packets whose TTL ran out. */
+  dropTtl: number;
+  icmpSent: number;
+  sendErrors: number;
+}
+
+/** Options of the addon's `Tun`. */
+export interface NativeTunOptions {
+  /** Device name; default `flannel0`. */
+  name?: string;
+  /** Address the UDP socket binds; default 0.0.0.0. */
+  localIp?: string;
+  /** UDP port, local and remote; default 8285. */
+  port?: number;
+  /** Source of ICMP errors sent back into the TUN. */
+  icmpSource?: string;
+}
+
+/**
+ * The udp backend's forwarder: a TUN device (IFF_TUN | IFF_NO_PI) created in the caller's network
+ * namespace and an I/O thread moving packets between it and a UDP socket. The device disappears
+ * with `close()`.
+ */
+export interface NativeTun {
+  readonly name: string;
+  /** Replaces the table: `[network, prefixLength, publicIP]` per remote subnet. */
+  setRoutes(routes: [string, number, string][]): void;
+  setIcmpSource(ip: string): void;
+  stats(): NativeTunStats | undefined;
+  close(): void;
+}
+
 /** The addon's exports. */
 export interface NativeAddon {
   abiVersion: number;
   Relay: new (onEvents: (events: NativeRelayEnd[]) => void) => NativeRelay;
+  Tun: new (opts: NativeTunOptions, onStats: (stats: NativeTunStats) => void) => NativeTun;
+  /** The forwarder's packet check, for tests: `ok` or why the packet would be dropped. */
+  parseIpv4(packet: Buffer): { error: string; ttl?: number; protocol?: number; totalLength?: number };
 }
 
 /** The result of {@link loadNative}: the addon, or why there is none. */

@@ -7,6 +7,7 @@
 import { createAllocBackend } from './alloc.js';
 import { createHostGwBackend } from './host-gw.js';
 import { registerBackend } from './registry.js';
+import { createUdpBackend } from './udp.js';
 import { createVxlanBackend } from './vxlan.js';
 
 export {
@@ -59,6 +60,9 @@ export { VXLAN_OVERHEAD, VxlanBackendImpl, createVxlanBackend, planVxlan, vxlanD
 export { createHostGwBackend, planHostGw } from './host-gw.js';
 export { createAllocBackend, planAlloc } from './alloc.js';
 
+export { UDP_DEVICE, UDP_OVERHEAD, createUdpBackend, planUdp, udpRouteTable } from './udp.js';
+
 registerBackend('vxlan', createVxlanBackend);
 registerBackend('host-gw', createHostGwBackend);
 registerBackend('alloc', createAllocBackend);
+registerBackend('udp', createUdpBackend);

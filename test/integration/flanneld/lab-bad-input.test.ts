@@ -150,7 +150,7 @@ t.test('invalid config changes while running: logged with the field, the running
   const [p1, p2] = pods as [LabPod, LabPod];
   for (const [bad, field] of [
     [{ Network: NETWORK, SubnetLen: 40, Backend: { Type: 'vxlan' } }, 'SubnetLen'],
-    [{ Network: NETWORK, Backend: { Type: 'udp' } }, 'Backend.Type'],
+    [{ Network: NETWORK, Backend: { Type: 'vxlan', VNI: -1 } }, 'Backend.VNI'],
     ['{"Network": "10.244.0.0/16", ', ''],
   ] as const) {
     const label = typeof bad === 'string' ? 'not JSON' : `bad ${field}`;

@@ -2,6 +2,7 @@
 import t from 'tap';
 import {
   createBackend,
+  createUdpBackend,
   emptyDesiredState,
   registerBackend,
   registeredBackendTypes,
@@ -22,8 +23,8 @@ const ctx = (type: string): BackendContext => ({
 });
 
 t.test('the built-ins are registered by type', async (t) => {
-  t.same(registeredBackendTypes(), ['alloc', 'host-gw', 'vxlan']);
-  for (const type of ['vxlan', 'host-gw', 'alloc']) t.equal(createBackend(ctx(type)).type, type);
+  t.same(registeredBackendTypes(), ['alloc', 'host-gw', 'udp', 'vxlan']);
+  for (const type of ['vxlan', 'host-gw', 'alloc', 'udp']) t.equal(createBackend(ctx(type)).type, type);
 });
 
 t.test('an absent Backend means vxlan', async (t) => {
@@ -32,6 +33,8 @@ t.test('an absent Backend means vxlan', async (t) => {
 });
 
 t.test('an unavailable backend is a config error that names it', async (t) => {
+  unregisterBackend('udp');
+  t.teardown(() => registerBackend('udp', createUdpBackend));
   t.throws(() => createBackend(ctx('udp')), {
     code: ErrorCodes.INVALID_CONFIG,
     message: /backend "udp" is not available in this build \(available: alloc, host-gw, vxlan\)/,
@@ -49,7 +52,7 @@ t.test('a new backend plugs in by registering a factory', async (t) => {
     seen = c;
     return udp;
   });
-  t.teardown(() => unregisterBackend('udp'));
+  t.teardown(() => registerBackend('udp', createUdpBackend));
   const c = ctx('udp');
   t.equal(createBackend(c), udp);
   t.equal(seen, c, 'the factory gets the context');

@@ -1,0 +1,65 @@
+// flannel's udp backend data path: IP packets read from a TUN device are sent as UDP datagrams
+// to the node that owns the destination subnet, and datagrams received are written to the TUN.
+// Runs on its own IoLoop thread; routes are replaced wholesale through the loop's command queue.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "io-loop.h"
+
+namespace weft {
+
+struct TunRoute {
+  uint32_t net;   // network byte order
+  uint32_t mask;  // network byte order
+  uint32_t gw;    // the remote node's public IP, network byte order
+};
+
+struct TunStats {
+  std::atomic<uint64_t> tun_rx{0}, tun_tx{0}, udp_rx{0}, udp_tx{0};
+  std::atomic<uint64_t> bytes_out{0}, bytes_in{0};
+  std::atomic<uint64_t> drop_malformed{0}, drop_no_route{0}, drop_ttl{0}, icmp_sent{0}, send_errors{0};
+};
+
+class TunForwarder {
+ public:
+  // Takes ownership of both fds (non-blocking). `port` is the remote nodes' UDP port (network
+  // order); `icmp_src` the address ICMP errors come from (network order).
+  TunForwarder(IoLoop* loop, int tun_fd, int udp_fd, uint16_t port, uint32_t icmp_src);
+  ~TunForwarder();
+
+  // Loop thread.
+  bool Start();
+  void SetRoutes(std::vector<TunRoute> routes);
+  void SetIcmpSource(uint32_t src) { icmp_src_ = src; }
+  const TunStats& stats() const { return stats_; }
+
+ private:
+  struct Side : Pollable {
+    TunForwarder* f = nullptr;
+    bool tun = false;
+    void OnEvents(uint32_t events) override { tun ? f->FromTun() : f->FromUdp(); }
+  };
+  void FromTun();
+  void FromUdp();
+  bool Lookup(uint32_t dst, uint32_t* gw) const;
+  void Flush(size_t n);
+
+  IoLoop* loop_;
+  int tun_fd_;
+  int udp_fd_;
+  uint16_t port_;
+  uint32_t icmp_src_;
+  Side tun_side_;
+  Side udp_side_;
+  std::vector<TunRoute> routes_;
+  TunStats stats_;
+  struct Slot;
+  std::unique_ptr<Slot[]> out_;
+  std::unique_ptr<Slot[]> in_;
+};
+
+}  // namespace weft
