@@ -191,22 +191,25 @@ class Relay : public Napi::ObjectWrap<Relay> {
 
 namespace {
 
+constexpr int kStats = 12;
+
 struct StatsSnapshot {
-  uint64_t v[11];
+  uint64_t v[kStats];
 };
 
-const char* const kStatNames[11] = {"tunRx",   "tunTx",         "udpRx",       "udpTx",   "bytesOut",  "bytesIn",
-                                    "dropMalformed", "dropNoRoute", "dropTtl", "icmpSent", "sendErrors"};
+const char* const kStatNames[kStats] = {"tunRx",         "tunTx",           "udpRx",       "udpTx",
+                                        "bytesOut",      "bytesIn",         "dropMalformed", "dropUnsupported",
+                                        "dropNoRoute",   "dropTtl",         "icmpSent",    "sendErrors"};
 
 StatsSnapshot Snapshot(const TunStats& s) {
   return StatsSnapshot{{s.tun_rx.load(), s.tun_tx.load(), s.udp_rx.load(), s.udp_tx.load(), s.bytes_out.load(),
-                        s.bytes_in.load(), s.drop_malformed.load(), s.drop_no_route.load(), s.drop_ttl.load(),
+                        s.bytes_in.load(), s.drop_malformed.load(), s.drop_unsupported.load(), s.drop_no_route.load(), s.drop_ttl.load(),
                         s.icmp_sent.load(), s.send_errors.load()}};
 }
 
 Napi::Object StatsObject(Napi::Env env, const StatsSnapshot& s) {
   Napi::Object o = Napi::Object::New(env);
-  for (int i = 0; i < 11; i++) o.Set(kStatNames[i], Napi::Number::New(env, static_cast<double>(s.v[i])));
+  for (int i = 0; i < kStats; i++) o.Set(kStatNames[i], Napi::Number::New(env, static_cast<double>(s.v[i])));
   return o;
 }
 

@@ -107,7 +107,8 @@ void TunForwarder::FromTun() {
       stats_.tun_rx++;
       Ipv4Info info{};
       if (ParseIpv4(s.buf, static_cast<size_t>(len), &info) != PacketError::kOk) {
-        stats_.drop_malformed++;
+        // The kernel only hands the TUN well-formed packets: what fails here is another family.
+        stats_.drop_unsupported++;
         continue;
       }
       uint32_t gw = 0;

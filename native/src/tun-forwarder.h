@@ -21,7 +21,7 @@ struct TunRoute {
 struct TunStats {
   std::atomic<uint64_t> tun_rx{0}, tun_tx{0}, udp_rx{0}, udp_tx{0};
   std::atomic<uint64_t> bytes_out{0}, bytes_in{0};
-  std::atomic<uint64_t> drop_malformed{0}, drop_no_route{0}, drop_ttl{0}, icmp_sent{0}, send_errors{0};
+  std::atomic<uint64_t> drop_malformed{0}, drop_unsupported{0}, drop_no_route{0}, drop_ttl{0}, icmp_sent{0}, send_errors{0};
 };
 
 class TunForwarder {

@@ -41,8 +41,10 @@ export interface NativeTunStats {
   udpTx: number;
   bytesOut: number;
   bytesIn: number;
-  /** Packets that were not well-formed IPv4 (truncated, bad length, another IP version). */
+  /** Datagrams from the network that were not well-formed IPv4 (truncated, bad length, IPv6...). */
   dropMalformed: number;
+  /** Packets from the TUN that were not IPv4 (the backend carries IPv4 only). */
+  dropUnsupported: number;
   /** Packets for a destination no lease covers; each got an ICMP net-unreachable. */
   dropNoRoute: number;
   /** Packets whose TTL ran out. */

@@ -114,6 +114,9 @@ class UdpBackendImpl implements Backend {
     await writeFile(`/proc/sys/net/ipv4/conf/${UDP_DEVICE}/accept_local`, '1\n').catch((err: unknown) =>
       logger.warn({ err, device: UDP_DEVICE }, 'cannot set accept_local: ICMP errors will not reach pods'),
     );
+    // The backend carries IPv4 only; without IPv6 on the device the kernel sends it no router
+    // solicitations to drop.
+    await writeFile(`/proc/sys/net/ipv6/conf/${UDP_DEVICE}/disable_ipv6`, '1\n').catch(() => {});
     return { mtu, devices: [{ name: UDP_DEVICE, kind: 'tun', mtu }] };
   }
 
