@@ -5,11 +5,11 @@ SHELL := /bin/bash
 
 # Debian packages weft needs, and only those.
 DEB_PACKAGES := etcd-server etcd-client redis-server iproute2 iptables nftables conntrack \
-	containernetworking-plugins iperf3 haproxy iputils-ping
+	containernetworking-plugins iperf3 haproxy iputils-ping valgrind
 
 NPM_STAMP := node_modules/.weft-lock.sha256
 
-.PHONY: deps deb-deps npm-deps native build lint typecheck test test-only demo clean bench
+.PHONY: deps deb-deps npm-deps native native-check sanitize fuzz build lint typecheck test test-only demo clean bench
 
 deps: deb-deps npm-deps
 
@@ -50,8 +50,9 @@ lint: npm-deps
 typecheck: npm-deps
 	npx tsc -p tsconfig.json --noEmit
 
-# Every test: unit tests in parallel, namespace/server tests serially (see .taprc).
-test: deps build lint typecheck test-only
+# Every test: unit tests in parallel, namespace/server tests serially (see .taprc), and the
+# native code's own tests plain, under ASan/UBSan and under valgrind memcheck.
+test: deps build lint typecheck native-check test-only
 
 test-only:
 	node scripts/run-tests.mjs
@@ -59,5 +60,55 @@ test-only:
 demo: deps build
 	node dist/scripts/demo.js
 
+# The native code without Node (relay over loopback TCP, packet functions), built twice: with
+# ASan+UBSan (any finding aborts) and plain for valgrind (any error or leak fails).
+NATIVE_SRC := native/src/io-loop.cc native/src/packet.cc native/src/tcp-relay.cc
+NATIVE_CXX := g++ -std=c++17 -g -pthread -Wall -Wextra -Wno-unused-parameter
+NATIVE_CHECK := native/build/check
+
+native-check:
+	@mkdir -p $(NATIVE_CHECK)
+	$(NATIVE_CXX) -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
+		native/test/native_test.cc $(NATIVE_SRC) -o $(NATIVE_CHECK)/native_test_asan
+	$(NATIVE_CHECK)/native_test_asan
+	$(NATIVE_CXX) -O1 native/test/native_test.cc $(NATIVE_SRC) -o $(NATIVE_CHECK)/native_test
+	valgrind -q --leak-check=full --show-leak-kinds=all --errors-for-leak-kinds=all --error-exitcode=1 \
+		$(NATIVE_CHECK)/native_test
+
+# The addon itself built with ASan+UBSan and loaded into Node (which is not instrumented, hence
+# the preloaded runtimes and no leak check of Node's own heap), running the addon's tests.
+SANITIZE_ADDON := native/build/sanitize/weft_native.node
+sanitize: build native-check
+	@mkdir -p $(dir $(SANITIZE_ADDON))
+	g++ -shared -fPIC -std=c++17 -O1 -g -pthread -fsanitize=address,undefined -fno-sanitize-recover=all \
+		-fno-omit-frame-pointer -I$(shell npm config get nodedir)/include/node \
+		-I$(shell node -p "require('node-addon-api').include_dir") \
+		-DNAPI_VERSION=8 -DNAPI_DISABLE_CPP_EXCEPTIONS -DNODE_ADDON_API_DISABLE_DEPRECATED \
+		native/src/*.cc -o $(SANITIZE_ADDON)
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so):$$(gcc -print-file-name=libubsan.so) \
+		ASAN_OPTIONS=detect_leaks=0 WEFT_NATIVE_PATH=$(CURDIR)/$(SANITIZE_ADDON) \
+		npx tap --disable-coverage --jobs=1 test/unit/native test/integration/native
+
+# libFuzzer over the packet parser for FUZZ_SECONDS (60 by default), from the seed corpus in the
+# repo; new inputs it finds stay in native/build/fuzz. Needs clang, installed here on first use.
+FUZZ_PACKAGES := clang libclang-rt-14-dev
+FUZZ_SECONDS ?= 60
+fuzz:
+	@missing=$$(for p in $(FUZZ_PACKAGES); do \
+		dpkg-query -W -f='$${db:Status-Status}\n' $$p 2>/dev/null | grep -qx installed || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+	@mkdir -p native/build/fuzz/corpus
+	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined native/fuzz/packet_fuzz.cc native/src/packet.cc \
+		-o native/build/fuzz/packet_fuzz
+	native/build/fuzz/packet_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		native/build/fuzz/corpus native/fuzz/corpus
+
 clean:
 	rm -rf dist .tap native/build
+
+# The benchmarks (root: each runs in network namespaces of its own), then docs/benchmarks.md from
+# bench/results/*.json. BENCH_ARGS passes options, e.g. BENCH_ARGS="--sizes 1000 --rss-services 0".
+bench: deps build
+	node dist/bench/proxy-sync.js $(BENCH_ARGS)
+	node dist/bench/report.js
