@@ -25,6 +25,7 @@
 #include "packet.h"
 #include "tcp-relay.h"
 #include "tun-forwarder.h"
+#include "udp-relay.h"
 
 namespace weft {
 
@@ -426,9 +427,209 @@ Napi::Value ParseIpv4Js(const Napi::CallbackInfo& info) {
   return o;
 }
 
+namespace {
+
+using UdpStatsBatch = std::vector<UdpListenerStats>;
+
+Napi::Object UdpStatsObject(Napi::Env env, const UdpListenerStats& s) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("id", Napi::Number::New(env, s.id));
+  o.Set("datagramsIn", Napi::Number::New(env, static_cast<double>(s.datagrams_in)));
+  o.Set("datagramsOut", Napi::Number::New(env, static_cast<double>(s.datagrams_out)));
+  o.Set("flowsCreated", Napi::Number::New(env, static_cast<double>(s.flows_created)));
+  o.Set("flowsActive", Napi::Number::New(env, static_cast<double>(s.flows_active)));
+  o.Set("dropped", Napi::Number::New(env, static_cast<double>(s.dropped)));
+  return o;
+}
+
+void DeliverUdpStats(Napi::Env env, Napi::Function callback, std::nullptr_t*, UdpStatsBatch* batch) {
+  std::unique_ptr<UdpStatsBatch> owned(batch);
+  if (env == nullptr || callback.IsEmpty()) return;
+  Napi::Array arr = Napi::Array::New(env, owned->size());
+  for (size_t i = 0; i < owned->size(); i++) arr.Set(static_cast<uint32_t>(i), UdpStatsObject(env, (*owned)[i]));
+  callback.Call({arr});
+}
+
+using UdpTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, UdpStatsBatch, DeliverUdpStats>;
+
+bool ParseEndpoint(const std::string& ip, uint32_t port, UdpTarget* t) {
+  std::memset(&t->addr, 0, sizeof t->addr);
+  if (port == 0 || port > 65535) return false;
+  auto* a4 = reinterpret_cast<sockaddr_in*>(&t->addr);
+  auto* a6 = reinterpret_cast<sockaddr_in6*>(&t->addr);
+  if (inet_pton(AF_INET, ip.c_str(), &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons(static_cast<uint16_t>(port));
+    t->len = sizeof(sockaddr_in);
+  } else if (inet_pton(AF_INET6, ip.c_str(), &a6->sin6_addr) == 1) {
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons(static_cast<uint16_t>(port));
+    t->len = sizeof(sockaddr_in6);
+  } else {
+    return false;
+  }
+  t->key = ip + ":" + std::to_string(port);
+  return true;
+}
+
+}  // namespace
+
+// UdpRelay(onStats): the userspace proxier's UDP data path on one I/O thread. JavaScript binds
+// service sockets through it, gives each its endpoints, and gets per-listener counters back
+// once a second, in one batch.
+class UdpRelayJs : public Napi::ObjectWrap<UdpRelayJs> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "UdpRelay",
+                       {InstanceMethod("addListener", &UdpRelayJs::AddListener),
+                        InstanceMethod("setEndpoints", &UdpRelayJs::SetEndpoints),
+                        InstanceMethod("removeListener", &UdpRelayJs::RemoveListener),
+                        InstanceMethod("close", &UdpRelayJs::Close)});
+  }
+
+  explicit UdpRelayJs(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UdpRelayJs>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsFunction()) {
+      Napi::TypeError::New(env, "UdpRelay(onStats): onStats must be a function").ThrowAsJavaScriptException();
+      return;
+    }
+    tsfn_ = UdpTsfn::New(env, info[0].As<Napi::Function>(), "weft-udp-relay-stats", 0, 1);
+    released_ = false;
+    relay_ = std::make_unique<UdpRelay>(&loop_);
+    if (!loop_.Start([this](uint64_t now) { OnTick(now); }, 100)) {
+      int err = errno;
+      Shutdown();
+      Napi::Error::New(env, std::string("UdpRelay: cannot start the I/O thread: ") + strerror(err))
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    open_ = true;
+  }
+
+  ~UdpRelayJs() override { Shutdown(); }
+
+ private:
+  void Throw(Napi::Env env, const std::string& msg) { Napi::Error::New(env, "UdpRelay: " + msg).ThrowAsJavaScriptException(); }
+
+  // addListener(id, bindIp, port, idleMs) → the bound port.
+  Napi::Value AddListener(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!open_) return Throw(env, "closed"), env.Undefined();
+    if (info.Length() < 4 || !info[0].IsNumber() || !info[1].IsString() || !info[2].IsNumber() || !info[3].IsNumber())
+      return Throw(env, "addListener(id, bindIp, port, idleMs)"), env.Undefined();
+    uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+    UdpTarget bind{};
+    uint32_t port = info[2].As<Napi::Number>().Uint32Value();
+    std::string ip = info[1].As<Napi::String>().Utf8Value();
+    // Port 0 asks the kernel for one; ParseEndpoint wants a real port, so parse with 1 and reset.
+    if (!ParseEndpoint(ip, 1, &bind) || port > 65535) return Throw(env, "bad bind address " + ip), env.Undefined();
+    int family = bind.addr.ss_family;
+    if (family == AF_INET)
+      reinterpret_cast<sockaddr_in*>(&bind.addr)->sin_port = htons(static_cast<uint16_t>(port));
+    else
+      reinterpret_cast<sockaddr_in6*>(&bind.addr)->sin6_port = htons(static_cast<uint16_t>(port));
+    int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return Throw(env, std::string("socket: ") + strerror(errno)), env.Undefined();
+    int one = 1;
+    if (family == AF_INET) {
+      setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
+    } else {
+      setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one);
+      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    int buf = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
+    if (bind_socket(fd, bind) != 0) {
+      int e = errno;
+      close(fd);
+      return Throw(env, "bind " + ip + ":" + std::to_string(port) + ": " + strerror(e)), env.Undefined();
+    }
+    sockaddr_storage got{};
+    socklen_t len = sizeof got;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&got), &len);
+    uint16_t bound = ntohs(family == AF_INET ? reinterpret_cast<sockaddr_in*>(&got)->sin_port
+                                             : reinterpret_cast<sockaddr_in6*>(&got)->sin6_port);
+    uint32_t idle = info[3].As<Napi::Number>().Uint32Value();
+    loop_.Post([this, id, fd, family, idle] { relay_->AddListener(id, fd, family, idle); });
+    return Napi::Number::New(env, bound);
+  }
+
+  // setEndpoints(id, [[ip, port], ...], affinitySeconds): in the order to take them.
+  Napi::Value SetEndpoints(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!open_) return Throw(env, "closed"), env.Undefined();
+    if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsArray() || !info[2].IsNumber())
+      return Throw(env, "setEndpoints(id, endpoints, affinitySeconds)"), env.Undefined();
+    uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+    Napi::Array arr = info[1].As<Napi::Array>();
+    std::vector<UdpTarget> targets;
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Value v = arr.Get(i);
+      UdpTarget t{};
+      if (!v.IsArray() || v.As<Napi::Array>().Length() != 2 || !v.As<Napi::Array>().Get(0u).IsString() ||
+          !v.As<Napi::Array>().Get(1u).IsNumber() ||
+          !ParseEndpoint(v.As<Napi::Array>().Get(0u).As<Napi::String>().Utf8Value(),
+                         v.As<Napi::Array>().Get(1u).As<Napi::Number>().Uint32Value(), &t))
+        return Throw(env, "setEndpoints: endpoint " + std::to_string(i) + " is not [ip, port]"), env.Undefined();
+      targets.push_back(std::move(t));
+    }
+    uint32_t affinity = info[2].As<Napi::Number>().Uint32Value();
+    loop_.Post([this, id, targets = std::move(targets), affinity]() mutable {
+      relay_->SetEndpoints(id, std::move(targets), affinity);
+    });
+    return env.Undefined();
+  }
+
+  Napi::Value RemoveListener(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!open_ || info.Length() < 1 || !info[0].IsNumber()) return env.Undefined();
+    uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+    loop_.Post([this, id] { relay_->RemoveListener(id); });
+    return env.Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Shutdown();
+    return info.Env().Undefined();
+  }
+
+  static int bind_socket(int fd, const UdpTarget& t) {
+    return bind(fd, reinterpret_cast<const sockaddr*>(&t.addr), t.len);
+  }
+
+  void Shutdown() {
+    if (loop_.running()) {
+      loop_.Post([this] { relay_->CloseAll(); });
+      loop_.Stop();
+    }
+    open_ = false;
+    relay_.reset();
+    if (!released_) {
+      released_ = true;
+      tsfn_.Release();
+    }
+  }
+
+  void OnTick(uint64_t now) {
+    relay_->Tick(now);
+    if (now - last_push_ < 1000) return;
+    last_push_ = now;
+    auto stats = relay_->Stats();
+    if (!stats.empty()) tsfn_.NonBlockingCall(new UdpStatsBatch(std::move(stats)));
+  }
+
+  IoLoop loop_;
+  std::unique_ptr<UdpRelay> relay_;
+  UdpTsfn tsfn_;
+  bool open_ = false;
+  bool released_ = true;
+  uint64_t last_push_ = 0;
+};
+
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   exports.Set("Relay", Relay::Init(env));
   exports.Set("Tun", Tun::Init(env));
+  exports.Set("UdpRelay", UdpRelayJs::Init(env));
   exports.Set("parseIpv4", Napi::Function::New(env, ParseIpv4Js, "parseIpv4"));
   exports.Set("abiVersion", Napi::Number::New(env, 1));
   return exports;

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include "../src/io-loop.h"
 #include "../src/packet.h"
 #include "../src/tcp-relay.h"
+#include "../src/udp-relay.h"
 
 using namespace weft;
 
@@ -245,9 +247,81 @@ void TestPackets() {
   }
 }
 
+int UdpSocket(uint16_t* port) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  *port = ntohs(a.sin_port);
+  timeval tv{2, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+void TestUdpRelay() {
+  IoLoop loop;
+  UdpRelay relay(&loop);
+  loop.Start([&relay](uint64_t now) { relay.Tick(now); }, 50);
+  uint16_t ep_port = 0, svc_port = 0, cl_port = 0;
+  int ep = UdpSocket(&ep_port);
+  int svc = UdpSocket(&svc_port);
+  int one = 1;
+  setsockopt(svc, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
+  fcntl(svc, F_SETFL, O_NONBLOCK);
+  int cl = UdpSocket(&cl_port);
+  UdpTarget t{};
+  auto* a = reinterpret_cast<sockaddr_in*>(&t.addr);
+  a->sin_family = AF_INET;
+  a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a->sin_port = htons(ep_port);
+  t.len = sizeof(sockaddr_in);
+  t.key = "127.0.0.1:" + std::to_string(ep_port);
+  loop.Post([&relay, svc, t] { relay.AddListener(1, svc, AF_INET, 200); relay.SetEndpoints(1, {t}, 0); });
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  to.sin_port = htons(svc_port);
+  for (int i = 0; i < 50; i++) {
+    CHECK(sendto(cl, "hi", 2, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) == 2);
+    char buf[16];
+    sockaddr_in from{};
+    socklen_t fl = sizeof from;
+    ssize_t n = recvfrom(ep, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &fl);
+    CHECK(n == 2);
+    CHECK(sendto(ep, "yo", 2, 0, reinterpret_cast<sockaddr*>(&from), fl) == 2);
+    n = recv(cl, buf, sizeof buf, 0);
+    CHECK(n == 2 && std::memcmp(buf, "yo", 2) == 0);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // the flow idles out
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+  std::vector<UdpListenerStats> stats;
+  loop.Post([&] {
+    stats = relay.Stats();
+    std::lock_guard<std::mutex> lock(m);
+    done = true;
+    cv.notify_one();
+  });
+  {
+    std::unique_lock<std::mutex> lock(m);
+    cv.wait(lock, [&] { return done; });
+  }
+  CHECK(stats.size() == 1 && stats[0].datagrams_in == 50 && stats[0].datagrams_out == 50);
+  CHECK(stats[0].flows_created == 1 && stats[0].flows_active == 0);
+  loop.Post([&relay] { relay.CloseAll(); });
+  loop.Stop();
+  close(ep);
+  close(cl);
+}
+
 }  // namespace
 
 int main() {
+  TestUdpRelay();
   TestPackets();
   TestEchoHalfClose();
   TestReset();

@@ -79,11 +79,39 @@ export interface NativeTun {
   close(): void;
 }
 
+/** Counters of one UDP listener of the addon's UDP relay. */
+export interface NativeUdpListenerStats {
+  id: number;
+  /** Datagrams from clients. */
+  datagramsIn: number;
+  /** Replies sent to clients. */
+  datagramsOut: number;
+  flowsCreated: number;
+  flowsActive: number;
+  /** Datagrams dropped: no endpoint, or a send failed. */
+  dropped: number;
+}
+
+/**
+ * The userspace proxier's UDP data path: service sockets bound by the addon, per-client flows to
+ * the endpoints (round-robin in the given order, optional ClientIP affinity), replies sent from
+ * the address each client used. Counters come back once a second, one batch for all listeners.
+ */
+export interface NativeUdpRelay {
+  /** Binds `bindIp:port` (0 = any free port) and returns the port. */
+  addListener(id: number, bindIp: string, port: number, idleTimeoutMs: number): number;
+  /** Replaces the endpoints; flows to endpoints no longer listed end at once. */
+  setEndpoints(id: number, endpoints: [string, number][], affinitySeconds: number): void;
+  removeListener(id: number): void;
+  close(): void;
+}
+
 /** The addon's exports. */
 export interface NativeAddon {
   abiVersion: number;
   Relay: new (onEvents: (events: NativeRelayEnd[]) => void) => NativeRelay;
   Tun: new (opts: NativeTunOptions, onStats: (stats: NativeTunStats) => void) => NativeTun;
+  UdpRelay: new (onStats: (stats: NativeUdpListenerStats[]) => void) => NativeUdpRelay;
   /** The forwarder's packet check, for tests: `ok` or why the packet would be dropped. */
   parseIpv4(packet: Buffer): { error: string; ttl?: number; protocol?: number; totalLength?: number };
 }
