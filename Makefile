@@ -40,7 +40,7 @@ build: npm-deps native
 	npx tsc -p tsconfig.build.json
 
 native: npm-deps
-	@cd native && { [ -f build/Makefile ] || $(NODE_GYP) configure --silent; } && $(NODE_GYP) build --silent
+	@cd native && { [ build/Makefile -nt binding.gyp ] || $(NODE_GYP) configure --silent; } && $(NODE_GYP) build --silent
 
 lint: npm-deps
 	npx eslint .
@@ -62,7 +62,7 @@ demo: deps build
 
 # The native code without Node (relay over loopback TCP, packet functions), built twice: with
 # ASan+UBSan (any finding aborts) and plain for valgrind (any error or leak fails).
-NATIVE_SRC := native/src/io-loop.cc native/src/packet.cc native/src/tcp-relay.cc native/src/udp-relay.cc
+NATIVE_SRC := native/src/io-loop.cc native/src/offload.cc native/src/packet.cc native/src/tcp-relay.cc native/src/udp-relay.cc
 NATIVE_CXX := g++ -std=c++17 -g -pthread -Wall -Wextra -Wno-unused-parameter
 NATIVE_CHECK := native/build/check
 
@@ -99,7 +99,7 @@ fuzz:
 	if [ -n "$$missing" ]; then apt-get update -qq; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 	@mkdir -p native/build/fuzz/corpus
-	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined native/fuzz/packet_fuzz.cc native/src/packet.cc \
+	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined native/fuzz/packet_fuzz.cc native/src/packet.cc native/src/offload.cc \
 		-o native/build/fuzz/packet_fuzz
 	native/build/fuzz/packet_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		native/build/fuzz/corpus native/fuzz/corpus

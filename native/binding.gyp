@@ -5,7 +5,7 @@
   "targets": [
     {
       "target_name": "weft_native",
-      "sources": ["src/addon.cc", "src/io-loop.cc", "src/packet.cc", "src/tcp-relay.cc", "src/tun-forwarder.cc", "src/udp-relay.cc"],
+      "sources": ["src/addon.cc", "src/io-loop.cc", "src/packet.cc", "src/tcp-relay.cc", "src/tun-forwarder.cc", "src/udp-relay.cc", "src/offload.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],

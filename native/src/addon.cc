@@ -18,6 +18,7 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
@@ -234,7 +235,8 @@ class Tun : public Napi::ObjectWrap<Tun> {
     return DefineClass(env, "Tun",
                        {InstanceMethod("setRoutes", &Tun::SetRoutes), InstanceMethod("stats", &Tun::Stats),
                         InstanceMethod("setIcmpSource", &Tun::SetIcmpSource), InstanceMethod("close", &Tun::Close),
-                        InstanceAccessor("name", &Tun::Name, nullptr)});
+                        InstanceAccessor("name", &Tun::Name, nullptr),
+                        InstanceAccessor("offload", &Tun::Offload, nullptr)});
   }
 
   explicit Tun(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tun>(info) {
@@ -254,16 +256,39 @@ class Tun : public Napi::ObjectWrap<Tun> {
     if (!ParseV4(icmp, &icmp_addr)) { Fail(env, "icmpSource: not an IPv4 address"); return; }
     if (port == 0 || port > 65535) { Fail(env, "port: out of range"); return; }
 
-    int tun = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-    if (tun < 0) { FailErrno(env, "open /dev/net/tun"); return; }
+    bool want_offload = !o.Get("offload").IsBoolean() || o.Get("offload").As<Napi::Boolean>().Value();
+    bool offload = false;
+    int tun = -1;
     ifreq ifr{};
-    ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
-    std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
-    if (ioctl(tun, TUNSETIFF, &ifr) != 0) {
-      int e = errno;
-      close(tun);
-      errno = e;
-      { FailErrno(env, "TUNSETIFF " + name); return; }
+    // With IFF_VNET_HDR and TSO offered the kernel hands over whole TCP super-packets; a kernel
+    // that refuses gets the plain per-packet device.
+    for (int attempt = want_offload ? 0 : 1; attempt < 2 && tun < 0; attempt++) {
+      tun = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+      if (tun < 0) { FailErrno(env, "open /dev/net/tun"); return; }
+      std::memset(&ifr, 0, sizeof ifr);
+      ifr.ifr_flags = static_cast<short>(IFF_TUN | IFF_NO_PI | (attempt == 0 ? IFF_VNET_HDR : 0));
+      std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+      if (ioctl(tun, TUNSETIFF, &ifr) != 0) {
+        int e = errno;
+        close(tun);
+        tun = -1;
+        if (attempt == 1) {
+          errno = e;
+          FailErrno(env, "TUNSETIFF " + name);
+          return;
+        }
+        continue;
+      }
+      if (attempt == 0) {
+        int hdr = 10;
+        unsigned off = TUN_F_CSUM | TUN_F_TSO4;
+        if (ioctl(tun, TUNSETVNETHDRSZ, &hdr) != 0 || ioctl(tun, TUNSETOFFLOAD, off) != 0) {
+          close(tun);
+          tun = -1;
+          continue;
+        }
+        offload = true;
+      }
     }
     name_ = ifr.ifr_name;
     int udp = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -285,7 +310,12 @@ class Tun : public Napi::ObjectWrap<Tun> {
       errno = e;
       { FailErrno(env, "bind " + local + ":" + std::to_string(port)); return; }
     }
-    fwd_ = std::make_unique<TunForwarder>(&loop_, tun, udp, htons(static_cast<uint16_t>(port)), icmp_addr);
+    if (offload) {
+      int one = 1;
+      setsockopt(udp, SOL_UDP, UDP_GRO, &one, sizeof one);  // optional: without it datagrams come one by one
+    }
+    offload_ = offload;
+    fwd_ = std::make_unique<TunForwarder>(&loop_, tun, udp, htons(static_cast<uint16_t>(port)), icmp_addr, offload);
     tsfn_ = StatsTsfn::New(env, info[1].As<Napi::Function>(), "weft-tun-stats", 0, 1);
     released_ = false;
     if (!loop_.Start([this](uint64_t now) { OnTick(now); }, kTickMs)) {
@@ -321,6 +351,7 @@ class Tun : public Napi::ObjectWrap<Tun> {
   void FailErrno(Napi::Env env, const std::string& what) { Fail(env, what + ": " + strerror(errno)); }
 
   Napi::Value Name(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), name_); }
+  Napi::Value Offload(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), offload_); }
 
   // setRoutes([[network, prefixLength, publicIp], ...]): replaces the table.
   Napi::Value SetRoutes(const Napi::CallbackInfo& info) {
@@ -400,6 +431,7 @@ class Tun : public Napi::ObjectWrap<Tun> {
   std::unique_ptr<TunForwarder> fwd_;
   StatsTsfn tsfn_;
   std::string name_;
+  bool offload_ = false;
   bool open_ = false;
   // True until the thread-safe function exists, so that failed construction releases nothing.
   bool released_ = true;

@@ -1,38 +1,61 @@
 #include "tun-forwarder.h"
 
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
+#include "offload.h"
 #include "packet.h"
 
 namespace weft {
 
 namespace {
 constexpr size_t kBatch = 64;
-// Without offloads a packet is at most the TUN MTU; 64 KiB also holds whatever a misconfigured
-// MTU lets through, so nothing is truncated silently.
-constexpr size_t kSlotSize = 65536;
+constexpr size_t kVnet = sizeof(VnetHdr);
+// A read from the TUN: a virtio header and up to 64 KiB of (super-)packet.
+constexpr size_t kReadSize = kVnet + 65535;
+// What one UDP GSO send may carry (the UDP length field is 16 bits).
+constexpr size_t kMaxSend = 65000;
+// Segmenting a 64 KiB super-packet adds one header per segment.
+constexpr size_t kArenaSize = kBatch * 2048 + 4 * 65536;
+constexpr size_t kRecvSize = 65536;
 }  // namespace
 
-struct TunForwarder::Slot {
-  uint8_t buf[kSlotSize];
-  sockaddr_in addr;
-  iovec iov;
+struct TunForwarder::Unit {
+  size_t offset;
+  size_t len;
+  uint16_t seg;  // UDP_SEGMENT size, 0 for a single datagram
+  uint32_t gw;
 };
 
-TunForwarder::TunForwarder(IoLoop* loop, int tun_fd, int udp_fd, uint16_t port, uint32_t icmp_src)
+struct TunForwarder::Buffers {
+  uint8_t read[kReadSize];
+  uint8_t arena[kArenaSize];
+  Unit units[kBatch];
+  sockaddr_in addr[kBatch];
+  iovec iov[kBatch];
+  char control[kBatch][CMSG_SPACE(sizeof(uint16_t))];
+  mmsghdr msgs[kBatch];
+  uint8_t in[kBatch][kRecvSize];
+  char in_control[kBatch][CMSG_SPACE(sizeof(int))];
+  iovec in_iov[kBatch];
+  mmsghdr in_msgs[kBatch];
+};
+
+TunForwarder::TunForwarder(IoLoop* loop, int tun_fd, int udp_fd, uint16_t port, uint32_t icmp_src, bool offload)
     : loop_(loop),
       tun_fd_(tun_fd),
       udp_fd_(udp_fd),
       port_(port),
       icmp_src_(icmp_src),
-      out_(new Slot[kBatch]),
-      in_(new Slot[kBatch]) {
+      offload_(offload),
+      b_(new Buffers) {
   tun_side_.f = this;
   tun_side_.tun = true;
   udp_side_.f = this;
@@ -66,19 +89,63 @@ bool TunForwarder::Lookup(uint32_t dst, uint32_t* gw) const {
   return true;
 }
 
+void TunForwarder::WriteTun(const VnetHdr* hdr, const uint8_t* pkt, size_t len) {
+  ssize_t w;
+  if (offload_) {
+    VnetHdr zero{};
+    iovec iov[2] = {{const_cast<VnetHdr*>(hdr ? hdr : &zero), kVnet}, {const_cast<uint8_t*>(pkt), len}};
+    w = writev(tun_fd_, iov, 2) - static_cast<ssize_t>(kVnet);
+  } else {
+    w = write(tun_fd_, pkt, len);
+  }
+  if (w == static_cast<ssize_t>(len)) {
+    stats_.tun_tx++;
+    stats_.bytes_in += len;
+  } else {
+    stats_.send_errors++;
+  }
+}
+
+void TunForwarder::Unreachable(const uint8_t* pkt, size_t len) {
+  stats_.drop_no_route++;
+  uint8_t icmp[20 + 8 + 60 + 8];
+  size_t ilen = BuildIcmpUnreachable(pkt, len, icmp_src_, 0, icmp, sizeof icmp);
+  if (ilen == 0) return;
+  WriteTun(nullptr, icmp, ilen);
+  stats_.tun_tx--;  // counted as ICMP, not as forwarded
+  stats_.bytes_in -= ilen;
+  stats_.icmp_sent++;
+}
+
 void TunForwarder::Flush(size_t n) {
   if (n == 0) return;
-  mmsghdr msgs[kBatch];
-  std::memset(msgs, 0, sizeof(mmsghdr) * n);
+  Buffers& b = *b_;
   for (size_t i = 0; i < n; i++) {
-    msgs[i].msg_hdr.msg_name = &out_[i].addr;
-    msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in);
-    msgs[i].msg_hdr.msg_iov = &out_[i].iov;
-    msgs[i].msg_hdr.msg_iovlen = 1;
+    Unit& u = b.units[i];
+    std::memset(&b.msgs[i], 0, sizeof b.msgs[i]);
+    std::memset(&b.addr[i], 0, sizeof b.addr[i]);
+    b.addr[i].sin_family = AF_INET;
+    b.addr[i].sin_port = port_;
+    b.addr[i].sin_addr.s_addr = u.gw;
+    b.iov[i] = {b.arena + u.offset, u.len};
+    msghdr& h = b.msgs[i].msg_hdr;
+    h.msg_name = &b.addr[i];
+    h.msg_namelen = sizeof(sockaddr_in);
+    h.msg_iov = &b.iov[i];
+    h.msg_iovlen = 1;
+    if (u.seg > 0 && u.len > u.seg) {
+      h.msg_control = b.control[i];
+      h.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+      cmsghdr* c = CMSG_FIRSTHDR(&h);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      std::memcpy(CMSG_DATA(c), &u.seg, sizeof u.seg);
+    }
   }
   size_t sent = 0;
   while (sent < n) {
-    int r = sendmmsg(udp_fd_, msgs + sent, static_cast<unsigned>(n - sent), 0);
+    int r = sendmmsg(udp_fd_, b.msgs + sent, static_cast<unsigned>(n - sent), 0);
     if (r < 0) {
       if (errno == EINTR) continue;
       // A full socket buffer or an unreachable peer drops the rest of the batch, as a router
@@ -86,50 +153,84 @@ void TunForwarder::Flush(size_t n) {
       stats_.send_errors += n - sent;
       return;
     }
-    for (int i = 0; i < r; i++) stats_.bytes_out += out_[sent + i].iov.iov_len;
-    stats_.udp_tx += static_cast<uint64_t>(r);
+    for (int i = 0; i < r; i++) {
+      const Unit& u = b.units[sent + static_cast<size_t>(i)];
+      stats_.bytes_out += u.len;
+      stats_.udp_tx += u.seg > 0 ? (u.len + u.seg - 1) / u.seg : 1;
+    }
     sent += static_cast<size_t>(r);
   }
 }
 
 void TunForwarder::FromTun() {
+  Buffers& b = *b_;
   for (;;) {
     size_t n = 0;
+    size_t used = 0;
     bool drained = false;
-    while (n < kBatch) {
-      Slot& s = out_[n];
-      ssize_t len = read(tun_fd_, s.buf, kSlotSize);
-      if (len < 0) {
+    while (n + 2 <= kBatch && used + 2 * 65536 <= kArenaSize) {
+      ssize_t got = read(tun_fd_, b.read, offload_ ? kReadSize : kReadSize - kVnet);
+      if (got < 0) {
         if (errno == EINTR) continue;
         drained = true;  // EAGAIN, or the device went away: the daemon notices and recreates it
         break;
       }
       stats_.tun_rx++;
+      VnetHdr h{};
+      uint8_t* pkt = b.read;
+      size_t len = static_cast<size_t>(got);
+      if (offload_) {
+        if (len < kVnet) {
+          stats_.drop_unsupported++;
+          continue;
+        }
+        std::memcpy(&h, b.read, kVnet);
+        pkt += kVnet;
+        len -= kVnet;
+      }
       Ipv4Info info{};
-      if (ParseIpv4(s.buf, static_cast<size_t>(len), &info) != PacketError::kOk) {
+      if (ParseIpv4(pkt, len, &info) != PacketError::kOk) {
         // The kernel only hands the TUN well-formed packets: what fails here is another family.
         stats_.drop_unsupported++;
         continue;
       }
+      len = info.total_len;
       uint32_t gw = 0;
       if (!Lookup(info.dst, &gw)) {
-        stats_.drop_no_route++;
-        uint8_t icmp[20 + 8 + 60 + 8];
-        size_t ilen = BuildIcmpUnreachable(s.buf, info.total_len, icmp_src_, 0, icmp, sizeof icmp);
-        if (ilen > 0 && write(tun_fd_, icmp, ilen) == static_cast<ssize_t>(ilen)) stats_.icmp_sent++;
+        Unreachable(pkt, len);
         continue;
       }
-      if (!DecrementTtl(s.buf, info.total_len)) {
+      if (!DecrementTtl(pkt, len)) {
         stats_.drop_ttl++;
         continue;
       }
-      std::memset(&s.addr, 0, sizeof s.addr);
-      s.addr.sin_family = AF_INET;
-      s.addr.sin_port = port_;
-      s.addr.sin_addr.s_addr = gw;
-      s.iov.iov_base = s.buf;
-      s.iov.iov_len = info.total_len;
-      n++;
+      if (h.gso_type == kGsoTcpV4 && h.gso_size > 0) {
+        size_t seg_len = 0;
+        size_t total = SegmentTcp4(pkt, len, h.gso_size, b.arena + used, kArenaSize - used, &seg_len);
+        if (total == 0) {
+          stats_.drop_unsupported++;
+          continue;
+        }
+        // Split into sends of whole segments that fit one UDP GSO datagram batch.
+        size_t per = seg_len > 0 ? (kMaxSend / seg_len) : 1;
+        if (per == 0) per = 1;
+        for (size_t off = 0; off < total && n < kBatch;) {
+          size_t chunk = per * seg_len;
+          if (off + chunk > total) chunk = total - off;
+          b.units[n++] = Unit{used + off, chunk, static_cast<uint16_t>(seg_len), gw};
+          off += chunk;
+        }
+        used += total;
+        continue;
+      }
+      if (h.gso_type != kGsoNone) {
+        stats_.drop_unsupported++;  // UDP fragmentation offload and the like: not offered
+        continue;
+      }
+      if (h.flags & kVnetNeedsCsum) CompleteChecksum(pkt, len, h.csum_start, h.csum_offset);
+      std::memcpy(b.arena + used, pkt, len);
+      b.units[n++] = Unit{used, len, 0, gw};
+      used += len;
     }
     Flush(n);
     if (drained) return;
@@ -137,39 +238,56 @@ void TunForwarder::FromTun() {
 }
 
 void TunForwarder::FromUdp() {
+  Buffers& b = *b_;
   for (;;) {
-    mmsghdr msgs[kBatch];
-    std::memset(msgs, 0, sizeof msgs);
     for (size_t i = 0; i < kBatch; i++) {
-      in_[i].iov.iov_base = in_[i].buf;
-      in_[i].iov.iov_len = kSlotSize;
-      msgs[i].msg_hdr.msg_iov = &in_[i].iov;
-      msgs[i].msg_hdr.msg_iovlen = 1;
+      b.in_iov[i] = {b.in[i], kRecvSize};
+      std::memset(&b.in_msgs[i], 0, sizeof b.in_msgs[i]);
+      b.in_msgs[i].msg_hdr.msg_iov = &b.in_iov[i];
+      b.in_msgs[i].msg_hdr.msg_iovlen = 1;
+      b.in_msgs[i].msg_hdr.msg_control = b.in_control[i];
+      b.in_msgs[i].msg_hdr.msg_controllen = sizeof b.in_control[i];
     }
-    int r = recvmmsg(udp_fd_, msgs, kBatch, MSG_DONTWAIT, nullptr);
+    int r = recvmmsg(udp_fd_, b.in_msgs, kBatch, MSG_DONTWAIT, nullptr);
     if (r < 0) {
       if (errno == EINTR) continue;
       return;
     }
+    coalescer_.Clear();
     for (int i = 0; i < r; i++) {
-      stats_.udp_rx++;
-      size_t len = msgs[i].msg_len;
-      if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+      msghdr& h = b.in_msgs[i].msg_hdr;
+      size_t len = b.in_msgs[i].msg_len;
+      if (h.msg_flags & MSG_TRUNC) {
+        stats_.udp_rx++;
         stats_.drop_malformed++;
         continue;
       }
-      Ipv4Info info{};
-      if (ParseIpv4(in_[i].buf, len, &info) != PacketError::kOk) {
-        stats_.drop_malformed++;
-        continue;
+      // With UDP GRO one read holds several datagrams of `seg` bytes each (the last shorter).
+      size_t seg = len;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&h); c; c = CMSG_NXTHDR(&h, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+          int v = 0;
+          std::memcpy(&v, CMSG_DATA(c), sizeof v);
+          if (v > 0) seg = static_cast<size_t>(v);
+        }
       }
-      ssize_t w = write(tun_fd_, in_[i].buf, info.total_len);
-      if (w == static_cast<ssize_t>(info.total_len)) {
-        stats_.tun_tx++;
-        stats_.bytes_in += info.total_len;
-      } else {
-        stats_.send_errors++;
+      for (size_t off = 0; off < len || (len == 0 && off == 0); off += seg) {
+        size_t piece = len - off < seg ? len - off : seg;
+        stats_.udp_rx++;
+        Ipv4Info info{};
+        if (ParseIpv4(b.in[i] + off, piece, &info) != PacketError::kOk || info.total_len != piece) {
+          stats_.drop_malformed++;
+          if (len == 0) break;
+          continue;
+        }
+        if (offload_)
+          coalescer_.Add(b.in[i] + off, piece);
+        else
+          WriteTun(nullptr, b.in[i] + off, piece);
       }
+    }
+    if (offload_) {
+      for (const auto& o : coalescer_.Finish()) WriteTun(&o.hdr, o.data, o.len);
     }
     if (static_cast<size_t>(r) < kBatch) return;
   }

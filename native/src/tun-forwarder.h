@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "io-loop.h"
+#include "offload.h"
 
 namespace weft {
 
@@ -28,7 +29,9 @@ class TunForwarder {
  public:
   // Takes ownership of both fds (non-blocking). `port` is the remote nodes' UDP port (network
   // order); `icmp_src` the address ICMP errors come from (network order).
-  TunForwarder(IoLoop* loop, int tun_fd, int udp_fd, uint16_t port, uint32_t icmp_src);
+  // `offload`: the TUN was opened with IFF_VNET_HDR and TSO offered, and the socket may get
+  // UDP GRO batches (see offload.h).
+  TunForwarder(IoLoop* loop, int tun_fd, int udp_fd, uint16_t port, uint32_t icmp_src, bool offload);
   ~TunForwarder();
 
   // Loop thread.
@@ -47,6 +50,8 @@ class TunForwarder {
   void FromUdp();
   bool Lookup(uint32_t dst, uint32_t* gw) const;
   void Flush(size_t n);
+  void WriteTun(const VnetHdr* hdr, const uint8_t* pkt, size_t len);
+  void Unreachable(const uint8_t* pkt, size_t len);
 
   IoLoop* loop_;
   int tun_fd_;
@@ -57,9 +62,11 @@ class TunForwarder {
   Side udp_side_;
   std::vector<TunRoute> routes_;
   TunStats stats_;
-  struct Slot;
-  std::unique_ptr<Slot[]> out_;
-  std::unique_ptr<Slot[]> in_;
+  bool offload_;
+  struct Unit;
+  struct Buffers;
+  std::unique_ptr<Buffers> b_;
+  TcpCoalescer coalescer_;
 };
 
 }  // namespace weft
