@@ -13,7 +13,8 @@ import { Cidr, parseNetConfig, subnetsDir, type NetConfig, type SubnetKey } from
 import { componentLogger, rootLogger, type Logger } from '../log/index.js';
 import { Counter, Gauge, createRegistry, metricName } from '../metrics/index.js';
 import { openNetlink, type Netlink } from '../netlink/index.js';
-import { openStore, type KeyValue, type Store, type WatchEvent } from '../registry/index.js';
+import { openStoreFromFlags } from '../cli/registry-flags.js';
+import type { KeyValue, Store, WatchEvent } from '../registry/index.js';
 import { sdNotify } from '../systemd/index.js';
 import { assertBackendAvailable, leaseAttrsOf } from './backends/index.js';
 import { Dataplane } from './dataplane/index.js';
@@ -59,36 +60,8 @@ export interface FlanneldOptions {
   resyncIntervalMs?: number;
 }
 
-/** The store the flags name: etcd (default) or a `redis://` URL. */
-export function openStoreFromFlags(flags: FlanneldFlags, logger: Logger, metrics?: Registry): Promise<Store> {
-  if (flags.registry.startsWith('redis://') || flags.registry.startsWith('rediss://')) {
-    return openStore({
-      registry: 'redis',
-      redis: { url: flags.registry },
-      logger,
-      ...(metrics && { metrics }),
-    });
-  }
-  const tls =
-    flags.etcdCafile || flags.etcdCertfile || flags.etcdKeyfile
-      ? {
-          ...(flags.etcdCafile && { caFile: flags.etcdCafile }),
-          ...(flags.etcdCertfile && { certFile: flags.etcdCertfile }),
-          ...(flags.etcdKeyfile && { keyFile: flags.etcdKeyfile }),
-        }
-      : undefined;
-  return openStore({
-    registry: flags.registry,
-    etcd: {
-      endpoints: flags.etcdEndpoints,
-      ...(tls && { tls }),
-      ...(flags.etcdUsername && { username: flags.etcdUsername }),
-      ...(flags.etcdPassword && { password: flags.etcdPassword }),
-    },
-    logger,
-    ...(metrics && { metrics }),
-  });
-}
+// Shared with weft-proxy; re-exported here for the callers that import it from the daemon.
+export { openStoreFromFlags };
 
 /** The previous subnet.env's lease, when there is a readable one. */
 export function previousSubnet(path: string, log: Logger): SubnetKey | undefined {

@@ -27,6 +27,13 @@ import {
   stringFlag,
   type FlagValues,
 } from '../cli/flag-parser.js';
+import {
+  ETCD_AUTH_FLAGS,
+  ETCD_CONNECTION_FLAGS,
+  checkRegistryFlags,
+  nonEmpty,
+  registryFlag,
+} from '../cli/registry-flags.js';
 
 /** Environment variable prefix, as in flannel: `--ip-masq` reads `FLANNELD_IP_MASQ`. */
 export const FLANNELD_ENV_PREFIX = 'FLANNELD';
@@ -39,15 +46,7 @@ export const FIREWALLS = ['iptables', 'nftables'] as const;
 
 /** The flag table; the single source for parsing, validation and `--help`. */
 export const FLANNELD_FLAGS = defineFlags({
-  etcdEndpoints: listFlag({
-    name: 'etcd-endpoints',
-    metavar: '<url,...>',
-    description: 'etcd endpoints, comma-separated (the flag may also be repeated).',
-    default: ['http://127.0.0.1:2379'],
-    commaSeparated: true,
-    nonEmpty: true,
-    validate: httpUrl,
-  }),
+  ...ETCD_CONNECTION_FLAGS,
   etcdPrefix: stringFlag({
     name: 'etcd-prefix',
     metavar: '<path>',
@@ -60,36 +59,7 @@ export const FLANNELD_FLAGS = defineFlags({
           ? 'must not end with "/"'
           : undefined,
   }),
-  etcdKeyfile: stringFlag({
-    name: 'etcd-keyfile',
-    metavar: '<file>',
-    description: 'TLS key file for etcd client authentication; needs --etcd-certfile.',
-    validate: nonEmpty,
-  }),
-  etcdCertfile: stringFlag({
-    name: 'etcd-certfile',
-    metavar: '<file>',
-    description: 'TLS certificate file for etcd client authentication; needs --etcd-keyfile.',
-    validate: nonEmpty,
-  }),
-  etcdCafile: stringFlag({
-    name: 'etcd-cafile',
-    metavar: '<file>',
-    description: 'CA bundle that verifies the etcd servers.',
-    validate: nonEmpty,
-  }),
-  etcdUsername: stringFlag({
-    name: 'etcd-username',
-    metavar: '<name>',
-    description: 'Username for etcd authentication.',
-    validate: nonEmpty,
-  }),
-  etcdPassword: stringFlag({
-    name: 'etcd-password',
-    metavar: '<password>',
-    description: 'Password for etcd authentication (prefer the environment variable to the command line).',
-    secret: true,
-  }),
+  ...ETCD_AUTH_FLAGS,
   iface: listFlag({
     name: 'iface',
     metavar: '<name|ip>',
@@ -174,13 +144,7 @@ export const FLANNELD_FLAGS = defineFlags({
     description: 'Accept forwarded traffic from and to the cluster network (iptables chain FLANNEL-FWD).',
     default: true,
   }),
-  registry: stringFlag({
-    name: 'registry',
-    metavar: '<etcd|redis-url>',
-    description: 'Where leases are kept: "etcd" (the --etcd-* flags apply) or redis://host[:port][/db].',
-    default: 'etcd',
-    validate: registry,
-  }),
+  registry: registryFlag('leases'),
   firewall: choiceFlag({
     name: 'firewall',
     metavar: '<name>',
@@ -292,14 +256,7 @@ export function parseFlanneldFlags(argv: string[], env: NodeJS.ProcessEnv): Flan
       { object: 'argv', field: '' },
     );
   }
-  if ((values.etcdCertfile === undefined) !== (values.etcdKeyfile === undefined)) {
-    const missing = values.etcdCertfile === undefined ? 'etcd-certfile' : 'etcd-keyfile';
-    const given = missing === 'etcd-certfile' ? 'etcd-keyfile' : 'etcd-certfile';
-    throw new WeftError(ErrorCodes.INVALID_ARGUMENT, `flag --${missing}: required when --${given} is set`, {
-      object: 'flag',
-      field: `--${missing}`,
-    });
-  }
+  checkRegistryFlags(values);
   return values;
 }
 
@@ -315,22 +272,6 @@ export function flanneldHelp(): string {
   });
 }
 
-function nonEmpty(v: string): string | undefined {
-  return v.trim() === '' ? 'must not be empty' : undefined;
-}
-
-function httpUrl(v: string): string | undefined {
-  let url: URL;
-  try {
-    url = new URL(v);
-  } catch {
-    return 'must be an http:// or https:// URL';
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') return 'must be an http:// or https:// URL';
-  if (!url.hostname) return 'must name a host';
-  return undefined;
-}
-
 function regex(v: string): string | undefined {
   try {
     new RegExp(v);
@@ -338,20 +279,4 @@ function regex(v: string): string | undefined {
   } catch (err) {
     return `must be a valid regular expression (${(err as Error).message})`;
   }
-}
-
-function registry(v: string): string | undefined {
-  if (v === 'etcd') return undefined;
-  const bad = 'must be "etcd" or redis://host[:port][/db]';
-  let url: URL;
-  try {
-    url = new URL(v);
-  } catch {
-    return bad;
-  }
-  if (url.protocol !== 'redis:' || !url.hostname) return bad;
-  if (url.search || url.hash) return `${bad} without query or fragment`;
-  const db = url.pathname.replace(/^\//, '');
-  if (db !== '' && !/^\d+$/.test(db)) return `${bad}, with db a non-negative integer`;
-  return undefined;
 }

@@ -10,3 +10,4 @@ export * from './cni-plugin.js';
 export * from './pods.js';
 export * from './lab.js';
 export * from './flanneld.js';
+export * from './proxy.js';

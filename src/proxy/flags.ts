@@ -1,0 +1,391 @@
+/**
+ * weft-proxy's flags: kube-proxy's names and meanings where kube-proxy has the flag
+ * (`--proxy-mode`, `--cluster-cidr`, `--masquerade-all`, `--nodeport-addresses`,
+ * `--min-sync-period`, `--sync-period`, `--healthz-bind-address`, `--metrics-bind-address`,
+ * `--hostname-override`, `--udp-timeout`, `--cleanup`), the registry flags shared with
+ * weft-flanneld, and `WEFT_PROXY_*` environment variables.
+ *
+ * weft's choices, where kube-proxy differs:
+ * - `--cluster-cidr` defaults to the flannel network of this node (FLANNEL_NETWORK and
+ *   FLANNEL_IPV6_NETWORK in `--subnet-file`) when that file exists, so that a node running
+ *   weft-flanneld needs no extra configuration; without either, no cluster CIDR is used.
+ * - Every listener binds to 127.0.0.1 by default, including the healthCheckNodePort servers
+ *   (`--healthcheck-bind-address`; kube-proxy binds those on all addresses). An operator whose
+ *   load balancers probe nodes sets it to the node's address or 0.0.0.0.
+ * - A bind address with port 0 (or an empty value) disables that listener.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { ErrorCodes, WeftError, messageOf } from '../errors/index.js';
+import {
+  boolFlag,
+  choiceFlag,
+  defineFlags,
+  formatHelp,
+  listFlag,
+  parseFlags,
+  stringFlag,
+  type FlagValues,
+} from '../cli/flag-parser.js';
+import {
+  ETCD_AUTH_FLAGS,
+  ETCD_CONNECTION_FLAGS,
+  checkRegistryFlags,
+  nonEmpty,
+  registryFlag,
+} from '../cli/registry-flags.js';
+import { Cidr, isIPv4, isIPv6 } from '../ipam/index.js';
+import { DEFAULT_PROXY_PREFIX, type Family } from './model/index.js';
+import { PROXY_MODES } from './proxier.js';
+
+/** Environment variable prefix: `--proxy-mode` reads `WEFT_PROXY_PROXY_MODE`. */
+export const PROXY_ENV_PREFIX = 'WEFT_PROXY';
+
+/** Log levels of pino, lowest first. */
+export const PROXY_LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+/** Default port of /healthz and /livez, as kube-proxy's. */
+export const DEFAULT_HEALTHZ_PORT = 10256;
+/** Default port of /metrics, as kube-proxy's. */
+export const DEFAULT_METRICS_PORT = 10249;
+
+// Before the table: defineFlags validates the defaults, durations included, at load.
+const UNIT_MS: Record<string, number> = {
+  ns: 1e-6,
+  us: 1e-3,
+  µs: 1e-3,
+  ms: 1,
+  s: 1_000,
+  m: 60_000,
+  h: 3_600_000,
+};
+
+/** The flag table; the single source for parsing, validation and `--help`. */
+export const PROXY_FLAGS = defineFlags({
+  proxyMode: choiceFlag({
+    name: 'proxy-mode',
+    metavar: '<mode>',
+    description:
+      'How services are implemented: nftables (a private table "weft" per family), iptables ' +
+      "(kube-proxy's chains with WEFT- prefixes) or userspace (a listener per service port).",
+    choices: PROXY_MODES,
+    default: 'nftables',
+  }),
+  hostnameOverride: stringFlag({
+    name: 'hostname-override',
+    metavar: '<name>',
+    description:
+      "This node's name, as EndpointSlices' nodeName give it; decides which endpoints are local. " +
+      'Default: the host name.',
+    validate: nonEmpty,
+  }),
+  clusterCidr: listFlag({
+    name: 'cluster-cidr',
+    metavar: '<cidr,...>',
+    description:
+      'The pod network, at most one CIDR per family; traffic to services from outside it is masqueraded. ' +
+      'The families listed are the families served. Default: FLANNEL_NETWORK (and FLANNEL_IPV6_NETWORK) ' +
+      'from --subnet-file when it exists, else none (IPv4 only, no source-based masquerade).',
+    commaSeparated: true,
+    validate: cidr,
+  }),
+  subnetFile: stringFlag({
+    name: 'subnet-file',
+    metavar: '<file>',
+    description: "weft-flanneld's subnet.env, read for the --cluster-cidr default.",
+    default: '/run/flannel/subnet.env',
+    validate: nonEmpty,
+  }),
+  masqueradeAll: boolFlag({
+    name: 'masquerade-all',
+    description: 'Masquerade all traffic sent to services (SNAT to the node address).',
+  }),
+  nodeportAddresses: listFlag({
+    name: 'nodeport-addresses',
+    metavar: '<cidr,...>',
+    description: 'Accept NodePorts only on node addresses in these CIDRs. Default: every local address.',
+    commaSeparated: true,
+    validate: cidr,
+  }),
+  minSyncPeriod: stringFlag({
+    name: 'min-sync-period',
+    metavar: '<duration>',
+    description:
+      'Least time between two syncs of the rules (e.g. 500ms, 1s, 1m); changes arriving faster are ' +
+      'batched into one sync.',
+    default: '1s',
+    validate: duration,
+  }),
+  syncPeriod: stringFlag({
+    name: 'sync-period',
+    metavar: '<duration>',
+    description:
+      'Time between periodic full syncs of the rules. /healthz fails when a change waits twice this long.',
+    default: '30s',
+    validate: (v) => duration(v) ?? (parseDuration(v) <= 0 ? 'must be more than 0' : undefined),
+  }),
+  healthzBindAddress: stringFlag({
+    name: 'healthz-bind-address',
+    metavar: '<ip:port>',
+    description: `Address of /healthz and /livez (an IP alone uses port ${DEFAULT_HEALTHZ_PORT}); port 0 or "" disables.`,
+    default: `127.0.0.1:${DEFAULT_HEALTHZ_PORT}`,
+    validate: bindAddress,
+  }),
+  metricsBindAddress: stringFlag({
+    name: 'metrics-bind-address',
+    metavar: '<ip:port>',
+    description: `Address of /metrics (an IP alone uses port ${DEFAULT_METRICS_PORT}); port 0 or "" disables.`,
+    default: `127.0.0.1:${DEFAULT_METRICS_PORT}`,
+    validate: bindAddress,
+  }),
+  healthcheckBindAddress: stringFlag({
+    name: 'healthcheck-bind-address',
+    metavar: '<ip>',
+    description:
+      'Address the healthCheckNodePort servers of externalTrafficPolicy=Local services bind. Loopback by ' +
+      'default (kube-proxy: all addresses); set the node address or 0.0.0.0 for external load balancers.',
+    default: '127.0.0.1',
+    validate: (v) => (isIPv4(v) || isIPv6(v) ? undefined : 'must be an IP address'),
+  }),
+  udpTimeout: stringFlag({
+    name: 'udp-timeout',
+    metavar: '<duration>',
+    description:
+      'userspace mode: an idle UDP flow (no datagram either way) is closed after this long, and its next ' +
+      "datagram may go to another endpoint. kube-proxy's default was 250ms; weft keeps request/reply " +
+      'exchanges slower than that on one endpoint.',
+    default: '1s',
+    validate: (v) => duration(v) ?? (parseDuration(v) <= 0 ? 'must be more than 0' : undefined),
+  }),
+  ...ETCD_CONNECTION_FLAGS,
+  ...ETCD_AUTH_FLAGS,
+  registry: registryFlag('services and endpoint slices'),
+  registryPrefix: stringFlag({
+    name: 'registry-prefix',
+    metavar: '<path>',
+    description:
+      'Key prefix of the objects: <prefix>/services/<ns>/<name> and <prefix>/endpointslices/<ns>/<name>.',
+    default: DEFAULT_PROXY_PREFIX,
+    validate: (v) =>
+      !v.startsWith('/')
+        ? 'must start with "/"'
+        : v.length > 1 && v.endsWith('/')
+          ? 'must not end with "/"'
+          : undefined,
+  }),
+  cleanup: boolFlag({
+    name: 'cleanup',
+    description: "Remove every mode's rules, tables and chains from this node, then exit.",
+  }),
+  logLevel: choiceFlag({
+    name: 'log-level',
+    metavar: '<level>',
+    description: 'Lowest level of log messages written.',
+    choices: PROXY_LOG_LEVELS,
+    default: 'info',
+  }),
+  help: boolFlag({
+    name: 'help',
+    aliases: ['h'],
+    description: 'Print this help and exit.',
+    env: false,
+    shortCircuit: true,
+  }),
+  version: boolFlag({
+    name: 'version',
+    description: 'Print the version and exit.',
+    env: false,
+    shortCircuit: true,
+  }),
+});
+
+/** weft-proxy's flags as parsed (durations and addresses still as text). */
+export type ProxyFlags = FlagValues<typeof PROXY_FLAGS>;
+
+/** A listener address; undefined port means disabled. */
+export interface BindAddress {
+  host: string;
+  port: number;
+}
+
+/** The daemon's configuration, resolved from the flags. */
+export interface ProxyConfig {
+  flags: ProxyFlags;
+  nodeName: string;
+  /** Cluster CIDR per family served; the families are the keys (IPv4 only by default). */
+  clusterCidrs: Map<Family, string | undefined>;
+  /** Where the cluster CIDRs came from. */
+  clusterCidrSource: 'flag' | 'subnet-file' | 'none';
+  minSyncPeriodMs: number;
+  syncPeriodMs: number;
+  udpTimeoutMs: number;
+  /** Undefined: disabled. */
+  healthz: BindAddress | undefined;
+  /** Undefined: disabled. */
+  metrics: BindAddress | undefined;
+}
+
+/**
+ * Parses weft-proxy's command line (without node and script) and environment. Throws WeftError
+ * INVALID_ARGUMENT naming the flag at fault. With `--help` or `--version`, errors in other flags
+ * are ignored so that those two always work.
+ */
+export function parseProxyFlags(argv: readonly string[], env: NodeJS.ProcessEnv): ProxyFlags {
+  const { values, positionals } = parseFlags(PROXY_FLAGS, argv, env, { envPrefix: PROXY_ENV_PREFIX });
+  if (values.help || values.version) return values;
+  const [extra] = positionals;
+  if (extra !== undefined) {
+    const hint = /^(true|false)$/i.test(extra) ? ' (a bool flag takes its value as --flag=false)' : '';
+    throw new WeftError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `weft-proxy takes no arguments, got ${JSON.stringify(extra)}${hint}`,
+      { object: 'argv', field: '' },
+    );
+  }
+  checkRegistryFlags(values);
+  const families = values.clusterCidr.map((c) => Cidr.parseLenient(c).family);
+  if (new Set(families).size !== families.length) {
+    throw flagError('cluster-cidr', 'at most one CIDR per IP family', values.clusterCidr.join(','));
+  }
+  if (parseDuration(values.minSyncPeriod) > parseDuration(values.syncPeriod)) {
+    throw flagError(
+      'min-sync-period',
+      `must not exceed --sync-period (${values.syncPeriod})`,
+      values.minSyncPeriod,
+    );
+  }
+  return values;
+}
+
+/** Options of {@link resolveProxyConfig}. */
+export interface ResolveOptions {
+  /** Host name for the node name default. Default os.hostname(). */
+  hostname?: () => string;
+  /** Reads the subnet file; default fs. Returns undefined when the file does not exist. */
+  readFile?: (path: string) => string | undefined;
+}
+
+/**
+ * Turns parsed flags into the daemon's configuration: durations, listener addresses, the node
+ * name and the cluster CIDRs (from the flag, else the subnet file). Throws INVALID_ARGUMENT
+ * naming the flag (or the subnet file's key) at fault.
+ */
+export function resolveProxyConfig(flags: ProxyFlags, opts: ResolveOptions = {}): ProxyConfig {
+  const readFile = opts.readFile ?? ((p: string) => (existsSync(p) ? readFileSync(p, 'utf8') : undefined));
+  let cidrs: string[] = flags.clusterCidr.map((c) => Cidr.parseLenient(c).toString());
+  let source: ProxyConfig['clusterCidrSource'] = cidrs.length ? 'flag' : 'none';
+  if (!cidrs.length) {
+    let text: string | undefined;
+    try {
+      text = readFile(flags.subnetFile);
+    } catch (err) {
+      throw flagError('subnet-file', `cannot read it: ${messageOf(err)}`, flags.subnetFile);
+    }
+    if (text !== undefined) {
+      cidrs = clusterCidrsOfSubnetEnv(flags.subnetFile, text);
+      if (cidrs.length) source = 'subnet-file';
+    }
+  }
+  const clusterCidrs = new Map<Family, string | undefined>();
+  for (const c of cidrs) clusterCidrs.set(Cidr.parseLenient(c).family as Family, c);
+  if (clusterCidrs.size === 0) clusterCidrs.set(4, undefined);
+  const ordered = new Map([...clusterCidrs].sort(([a], [b]) => a - b));
+  return {
+    flags,
+    nodeName: flags.hostnameOverride?.trim() || (opts.hostname ?? hostname)(),
+    clusterCidrs: ordered,
+    clusterCidrSource: source,
+    minSyncPeriodMs: parseDuration(flags.minSyncPeriod),
+    syncPeriodMs: parseDuration(flags.syncPeriod),
+    udpTimeoutMs: parseDuration(flags.udpTimeout),
+    healthz: parseBindAddress(flags.healthzBindAddress, DEFAULT_HEALTHZ_PORT),
+    metrics: parseBindAddress(flags.metricsBindAddress, DEFAULT_METRICS_PORT),
+  };
+}
+
+/** FLANNEL_NETWORK and FLANNEL_IPV6_NETWORK of a subnet.env; throws naming the file and key. */
+export function clusterCidrsOfSubnetEnv(path: string, text: string): string[] {
+  const out: string[] = [];
+  for (const key of ['FLANNEL_NETWORK', 'FLANNEL_IPV6_NETWORK']) {
+    const m = new RegExp(`^\\s*(?:export\\s+)?${key}\\s*=\\s*["']?([^"'\\s]*)["']?\\s*$`, 'm').exec(text);
+    const value = m?.[1];
+    if (!value) continue;
+    try {
+      out.push(Cidr.parseLenient(value).toString());
+    } catch (err) {
+      throw new WeftError(ErrorCodes.INVALID_ARGUMENT, `${path}: field ${key}: ${messageOf(err)}`, {
+        object: path,
+        field: key,
+      });
+    }
+  }
+  return out;
+}
+
+/** The `--help` text. */
+export function proxyHelp(): string {
+  return formatHelp(PROXY_FLAGS, {
+    usage: 'Usage: weft-proxy [flags]',
+    intro:
+      'Programs load balancing for the Services and EndpointSlices kept in the registry, as kube-proxy ' +
+      'does for an API server. Every flag can also be set through the environment variable shown; the ' +
+      'command line wins. Bool flags are turned off with =false, e.g. --masquerade-all=false. Durations ' +
+      'take a unit: 500ms, 1s, 2m, 1h.',
+    envPrefix: PROXY_ENV_PREFIX,
+  });
+}
+
+/** Parses a Go-style duration (`1s`, `500ms`, `1m30s`, `0`) into milliseconds; NaN when malformed. */
+export function parseDuration(text: string): number {
+  const v = text.trim();
+  if (v === '0') return 0;
+  if (!/^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/.test(v)) return NaN;
+  let total = 0;
+  for (const m of v.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) {
+    total += Number(m[1]) * (UNIT_MS[m[2] as string] ?? NaN);
+  }
+  return total;
+}
+
+function duration(v: string): string | undefined {
+  return Number.isFinite(parseDuration(v)) ? undefined : 'must be a duration with a unit, e.g. 500ms, 1s, 1m';
+}
+
+function cidr(v: string): string | undefined {
+  try {
+    Cidr.parseLenient(v);
+    return undefined;
+  } catch {
+    return 'must be a CIDR, e.g. 10.244.0.0/16';
+  }
+}
+
+/** `ip:port`, `[v6]:port` or an IP alone; undefined when disabled (port 0 or empty). */
+export function parseBindAddress(text: string, defaultPort: number): BindAddress | undefined {
+  const v = text.trim();
+  if (v === '') return undefined;
+  if (isIPv4(v) || isIPv6(v)) return { host: v, port: defaultPort };
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(v);
+  if (!m) throw new Error(`bad bind address ${v}`);
+  const host = (m[1] ?? m[2]) as string;
+  const port = Number(m[3]);
+  return port === 0 ? undefined : { host, port };
+}
+
+function bindAddress(v: string): string | undefined {
+  const t = v.trim();
+  if (t === '' || isIPv4(t) || isIPv6(t)) return undefined;
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(t);
+  if (!m) return 'must be ip:port, [ipv6]:port or an IP';
+  const host = (m[1] ?? m[2]) as string;
+  if (!(m[1] ? isIPv6(host) : isIPv4(host))) return 'must be ip:port with an IP address';
+  if (Number(m[3]) > 65535) return 'must have a port in 0..65535';
+  return undefined;
+}
+
+function flagError(name: string, reason: string, raw: string): WeftError {
+  return new WeftError(ErrorCodes.INVALID_ARGUMENT, `flag --${name}: ${reason}, got ${JSON.stringify(raw)}`, {
+    object: 'flag',
+    field: `--${name}`,
+  });
+}
