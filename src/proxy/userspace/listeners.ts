@@ -6,79 +6,18 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { messageOf } from '../../errors/index.js';
-import type { Logger } from '../../log/index.js';
-import type { Family } from '../model/index.js';
 import { Balancer, dialWithFailover, targetKey, type Target } from './balancer.js';
-import type { Relay } from './relay.js';
-import type { ListenerPlan, ListenerProtocol } from './rules.js';
+import type { ListenerPlan } from './rules.js';
+import type { Listener, ListenerDeps } from './listener-contract.js';
+import { NativeUdpListener } from './native-udp-listener.js';
 import { UdpFlowTable, type Flow } from './udp-flows.js';
 
-/** Counters of the whole proxier, shared by its listeners. */
-export interface UserspaceStats {
-  /** TCP connections accepted by the listeners. */
-  tcpAccepted: number;
-  /** TCP connections being relayed now. */
-  tcpActive: number;
-  /** Connections refused (reset) because no endpoint could be reached. */
-  tcpDialFailures: number;
-  /** Connect attempts that failed and moved to the next endpoint. */
-  tcpDialRetries: number;
-  /** UDP flows created. */
-  udpFlowsCreated: number;
-  /** Datagrams dropped because the port had no endpoint. */
-  udpDropped: number;
-  /** Bytes (TCP payload and UDP datagrams) from clients to endpoints. */
-  bytesFromClients: number;
-  /** Bytes from endpoints back to clients. */
-  bytesToClients: number;
-}
-
-/** A fresh set of counters. */
-export function emptyStats(): UserspaceStats {
-  return {
-    tcpAccepted: 0,
-    tcpActive: 0,
-    tcpDialFailures: 0,
-    tcpDialRetries: 0,
-    udpFlowsCreated: 0,
-    udpDropped: 0,
-    bytesFromClients: 0,
-    bytesToClients: 0,
-  };
-}
-
-/** What every listener shares. */
-export interface ListenerDeps {
-  family: Family;
-  relay: Relay;
-  log: Logger;
-  stats: UserspaceStats;
-  tcpIdleTimeoutMs: number;
-  udpIdleTimeoutMs: number;
-  dialTimeoutsMs: readonly number[];
-  now?: () => number;
-  random?: () => number;
-}
-
-/** One service port's (or one traffic kind's) listener. */
-export interface Listener {
-  readonly key: string;
-  readonly protocol: ListenerProtocol;
-  readonly balancer: Balancer;
-  /** The bound port; 0 before listen(). */
-  readonly port: number;
-  listen(host: string, port: number): Promise<void>;
-  /** Applies a new plan of the same key: endpoints and affinity. */
-  update(plan: ListenerPlan): void;
-  /** Periodic housekeeping: idle UDP flows, stale affinities. */
-  sweep(): void;
-  /** Stops accepting; relayed TCP connections go on until they end (or the relay closes). */
-  close(): Promise<void>;
-}
+export { emptyStats, type Listener, type ListenerDeps, type UserspaceStats } from './listener-contract.js';
 
 /** A listener for the plan's protocol. */
 export function createListener(plan: ListenerPlan, deps: ListenerDeps): Listener {
-  return plan.protocol === 'TCP' ? new TcpListener(plan, deps) : new UdpListener(plan, deps);
+  if (plan.protocol === 'TCP') return new TcpListener(plan, deps);
+  return deps.udpRelay ? new NativeUdpListener(plan, deps, deps.udpRelay) : new UdpListener(plan, deps);
 }
 
 function newBalancer(plan: ListenerPlan, deps: ListenerDeps): Balancer {

@@ -6,6 +6,8 @@
  */
 import { networkInterfaces } from 'node:os';
 import { messageOf } from '../../errors/index.js';
+import type { Logger } from '../../log/index.js';
+import { loadNative } from '../../native/index.js';
 import { runChecked, SerialQueue } from '../../exec/index.js';
 import type { Family, ServicePort } from '../model/index.js';
 import type { Proxier, ProxierContext, SyncRequest } from '../proxier.js';
@@ -18,6 +20,7 @@ import {
   type UserspaceStats,
 } from './listeners.js';
 import { loadRelay } from './load-relay.js';
+import { NativeUdpRelayHost } from './native-udp-listener.js';
 import type { Relay } from './relay.js';
 import { USERSPACE_TABLE, planAll, renderCleanup, renderUserspaceRules, type ListenerPlan } from './rules.js';
 
@@ -38,6 +41,11 @@ export interface UserspaceOptions {
   dialTimeoutsMs?: readonly number[];
   /** The relay; default {@link loadRelay} (native addon when built). Not closed by the proxier. */
   relay?: Relay;
+  /**
+   * Who moves UDP datagrams: `native` (the addon's UDP relay: recvmmsg/sendmmsg batches on its
+   * thread) or `node` (dgram sockets). Default: native when the TCP relay is the native one.
+   */
+  udpRelay?: 'native' | 'node';
   /**
    * The node addresses on which UDP listeners also bind a socket of their own (so replies leave
    * from the address the datagram was redirected to). Default: every address of the family on
@@ -61,6 +69,8 @@ export interface UserspaceProxier extends Proxier {
   stats(): UserspaceStats;
   /** The bound port of every listener, by listener key. */
   listenerPorts(): Map<string, number>;
+  /** Which relay moves UDP datagrams. */
+  readonly udpRelayKind: 'native' | 'node';
   /** Which relay moves TCP bytes. */
   readonly relayKind: Relay['kind'];
 }
@@ -91,6 +101,7 @@ export async function createUserspaceProxier(
   const udpAddrs = opts.udpBindAddresses ?? (() => localAddresses(ctx.family));
   const udpIdle = opts.udpIdleTimeoutMs ?? 1000;
   const stats = emptyStats();
+  const udpHost = nativeUdpHost(opts.udpRelay ?? (relay.kind === 'native' ? 'native' : 'node'), stats, log);
   const deps = {
     family: ctx.family,
     relay,
@@ -101,6 +112,7 @@ export async function createUserspaceProxier(
     dialTimeoutsMs: opts.dialTimeoutsMs ?? DIAL_TIMEOUTS_MS,
     ...(opts.now ? { now: opts.now } : {}),
     ...(opts.random ? { random: opts.random } : {}),
+    ...(udpHost ? { udpRelay: udpHost } : {}),
   };
   const listeners = new Map<string, Listener>();
   /** Listener keys that had endpoints at the last sync (for UDP conntrack clearing). */
@@ -215,6 +227,7 @@ export async function createUserspaceProxier(
     mode: 'userspace',
     family: ctx.family,
     relayKind: relay.kind,
+    udpRelayKind: udpHost ? 'native' : 'node',
     sync: (req) => queue.run(() => doSync(req)),
     async rulesIntact() {
       if (lastRules === undefined) return false;
@@ -232,9 +245,34 @@ export async function createUserspaceProxier(
         closed = true;
         clearInterval(sweeper);
         await closeListeners();
+        udpHost?.close();
         if (!opts.relay) await relay.close();
       }),
     stats: () => ({ ...stats }),
     listenerPorts: () => new Map([...listeners].map(([k, l]) => [k, l.port])),
   };
+}
+
+/** The addon's UDP relay when asked for and available; else undefined (Node sockets), logged. */
+function nativeUdpHost(
+  want: 'native' | 'node',
+  stats: UserspaceStats,
+  log: Logger,
+): NativeUdpRelayHost | undefined {
+  if (want === 'node') return undefined;
+  const loaded = loadNative();
+  if (!loaded.addon?.UdpRelay) {
+    log.info(
+      { reason: loaded.addon ? 'the addon has no UdpRelay' : loaded.reason },
+      'native UDP relay not available; using Node sockets',
+    );
+    return undefined;
+  }
+  const { UdpRelay } = loaded.addon;
+  try {
+    return new NativeUdpRelayHost((onStats) => new UdpRelay(onStats), stats);
+  } catch (err) {
+    log.warn({ err: messageOf(err) }, 'native UDP relay failed to start; using Node sockets');
+    return undefined;
+  }
 }

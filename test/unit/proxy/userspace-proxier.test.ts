@@ -166,8 +166,10 @@ t.test('TCP and UDP relayed through the listeners to loopback endpoints', async 
   const web = loopbackPort(golden.get('default/web:http')!, [ep(tcpPort)]);
   const dns = loopbackPort(golden.get('kube-system/dns:dns')!, [ep(udpPort)]);
   const { runner } = recorder();
-  const p = await make(runner, capture().log, { udpIdleTimeoutMs: 200 });
+  // The Node UDP path, whose counters move with every datagram; the native one is tested below.
+  const p = await make(runner, capture().log, { udpIdleTimeoutMs: 200, udpRelay: 'node' });
   t.equal(p.relayKind, loadNative().addon ? 'native' : 'node');
+  t.equal(p.udpRelayKind, 'node');
   await p.sync({ servicePorts: new Map([web, dns].map((s) => [s.id, s])), changed: undefined });
   const lp = p.listenerPorts();
 
@@ -225,4 +227,42 @@ t.test('TCP and UDP relayed through the listeners to loopback endpoints', async 
   t.notOk(p.listenerPorts().has(dns.id), 'removed port: listener closed');
   await p.close();
   await t.rejects(p.sync({ servicePorts: new Map(), changed: undefined }), /closed/);
+});
+
+t.test('UDP through the native relay: replies, flows counted, endpoint change followed', async (t) => {
+  if (!loadNative().addon) {
+    t.skip('the native addon is not built');
+    return;
+  }
+  const { runner } = recorder();
+  const servers = await Promise.all(
+    ['a', 'b'].map(async (name) => {
+      const s = dgram.createSocket('udp4');
+      s.on('message', (m, r) => s.send(`${name}:${m.toString()}`, r.port, r.address));
+      await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+      t.teardown(() => s.close());
+      return { name, port: s.address().port };
+    }),
+  );
+  const golden = goldenServicePorts();
+  const dns = loopbackPort(golden.get('kube-system/dns:dns')!, [ep(servers[0]!.port)]);
+  const p = await make(runner, capture().log, { udpIdleTimeoutMs: 5000, udpRelay: 'native' });
+  t.equal(p.udpRelayKind, 'native');
+  await p.sync({ servicePorts: new Map([[dns.id, dns]]), changed: undefined });
+  const port = p.listenerPorts().get(dns.id)!;
+  const u = dgram.createSocket('udp4');
+  t.teardown(() => u.close());
+  await new Promise<void>((r) => u.bind(0, '127.0.0.1', r));
+  const ask = (msg: string) =>
+    new Promise<string>((resolve) => {
+      u.once('message', (m) => resolve(m.toString()));
+      u.send(msg, port, '127.0.0.1');
+    });
+  t.equal(await ask('q'), 'a:q');
+  // The endpoint is replaced: the same client flow goes to the new one.
+  const moved = { ...dns, endpoints: [ep(servers[1]!.port)] };
+  await p.sync({ servicePorts: new Map([[dns.id, moved]]), changed: new Set([dns.id]) });
+  t.equal(await ask('r'), 'b:r');
+  await new Promise((r) => setTimeout(r, 1300));
+  t.equal(p.stats().udpFlowsCreated, 2, "two flows, counted from the addon's batched statistics");
 });
