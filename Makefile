@@ -111,4 +111,6 @@ clean:
 # bench/results/*.json. BENCH_ARGS passes options, e.g. BENCH_ARGS="--sizes 1000 --rss-services 0".
 bench: deps build
 	node dist/bench/proxy-sync.js $(BENCH_ARGS)
+	node dist/bench/relay.js
+	node dist/bench/overlay.js
 	node dist/bench/report.js

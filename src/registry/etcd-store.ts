@@ -215,6 +215,9 @@ const WATCH_WARN_INTERVAL_MS = 30_000;
 
 const isCompacted = (err: unknown): boolean => /revision has been compacted/.test(messageOf(err));
 
+/** The largest etcd response weft accepts (a list of a whole prefix). */
+export const MAX_RESPONSE_BYTES = 512 * 1024 * 1024;
+
 export class EtcdStore implements Store {
   readonly kind = BACKEND;
   readonly #client: Etcd3;
@@ -255,6 +258,10 @@ export class EtcdStore implements Store {
         // pings every 5 s by default.
         'grpc.keepalive_time_ms': 10_000,
         'grpc.keepalive_timeout_ms': 5_000,
+        // A list is one range response: 10,000 Services and their slices are ~5 MiB, past
+        // gRPC's 4 MiB default, and a failed list would be retried forever. etcd itself caps
+        // values at 1.5 MiB per request, not responses.
+        'grpc.max_receive_message_length': MAX_RESPONSE_BYTES,
       },
     };
     if (tls && (tls.caFile || tls.certFile || tls.keyFile)) {

@@ -43,6 +43,11 @@ export interface ProxyLabScenarioOptions {
   badInput?: boolean;
   /** Extra weft-proxy flags. */
   args?: string[];
+  /**
+   * Which relay the userspace daemons must report in their log (`native` or `node`), checked
+   * before the traffic tests: the scenario then proves that relay carried the traffic.
+   */
+  expectRelay?: 'native' | 'node';
 }
 
 const TCP_PORT = 8080;
@@ -496,6 +501,28 @@ export async function proxyLabScenario(t: Test, opts: ProxyLabScenarioOptions): 
     t.notOk(after.counts[removed.name], `30 more requests never reach ${removed.name}: ${show(after)}`);
     t.same(Object.keys(after.counts).sort(), [epA.name, epB.name], 'the other two share them');
   });
+
+  if (opts.expectRelay) {
+    const want = opts.expectRelay;
+    await t.test(`the daemons moved the bytes with the ${want} relay`, async (t) => {
+      for (const node of lab.nodes) {
+        const log = proxy.log(node);
+        const native = /using the native splice relay/.test(log);
+        const fallback = /native relay not available; using the Node stream relay/.test(log);
+        t.ok(
+          want === 'native' ? native && !fallback : fallback && !native,
+          `${node.name}: ${want} relay in use`,
+        );
+        if (want === 'node') {
+          t.match(
+            log,
+            /native UDP relay not available; using Node sockets/,
+            `${node.name}: Node UDP sockets in use`,
+          );
+        }
+      }
+    });
+  }
 
   await t.test('the daemons stay healthy, and --cleanup removes what the mode installed', async (t) => {
     for (const node of lab.nodes) {

@@ -11,5 +11,5 @@ const missing = scenarioMissing('userspace');
 if (missing) t.plan(0, missing);
 else
   await t.test(`weft-proxy in userspace mode on a 3-node lab`, (t) =>
-    proxyLabScenario(t, { mode: 'userspace' }),
+    proxyLabScenario(t, { mode: 'userspace', expectRelay: 'native' }),
   );

@@ -132,6 +132,28 @@ export function runStoreCompliance(tap: Test, h: StoreHarness): void {
     return s;
   }
 
+  tap.test(
+    'a list larger than one gRPC message (10,000 services of a proxy)',
+    { timeout: 60_000 },
+    async (t) => {
+      const s = await open(t);
+      const p = prefixFor('large');
+      // 80 × 80 KiB = 6.25 MiB: above gRPC's 4 MiB default receive limit.
+      const value = 'x'.repeat(80 * 1024);
+      for (let i = 0; i < 80; i += 8) {
+        await Promise.all(
+          Array.from({ length: 8 }, (_, j) => s.create(`${p}k${String(i + j).padStart(3, '0')}`, value)),
+        );
+      }
+      const l = await s.list(p);
+      t.equal(l.items.length, 80, 'every key listed');
+      t.ok(
+        l.items.every((i) => i.value.length === value.length),
+        'every value whole',
+      );
+    },
+  );
+
   tap.test('get, create and list, with revisions', { timeout: 15_000 }, async (t) => {
     const s = await open(t);
     const other = await open(t);
