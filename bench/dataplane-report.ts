@@ -93,7 +93,7 @@ export function renderRelay(input: Input): string {
     '## Userspace proxy relay (`relay`)',
     '',
     machineLine(r.machine, r.date),
-    `iperf3 for ${r.seconds} s through each path, then ${r.roundTrips} round trips of 64 bytes over one connection; all in one namespace on loopback (\`bench/relay.ts\`). CPU is the relay process's own (user + system) per GB moved; \`direct\` has no relay process.`,
+    `iperf3 for ${r.seconds} s through each path, then ${r.roundTrips} round trips of 64 bytes over one connection (p50/p99: the median of 5 such runs); all in one namespace on loopback (\`bench/relay.ts\`). CPU is the relay process's own (user + system) per GB moved; \`direct\` has no relay process.`,
     '',
     '| path | throughput (Gbit/s) | p50 (µs) | p99 (µs) | relay CPU (s/GB) |',
     '| --- | ---: | ---: | ---: | ---: |',

@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,6 +13,10 @@ namespace weft {
 
 namespace {
 constexpr size_t kChunk = 1 << 16;
+// The copy buffer; a read that fills it means bulk transfer, where splice wins.
+constexpr size_t kCopy = 16 * 1024;
+// A splice that moves less than this counts towards going back to copying.
+constexpr size_t kSmall = 4096;
 constexpr uint32_t kEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 
 // Makes the peer see a reset rather than an orderly close.
@@ -47,6 +53,11 @@ struct Direction {
   uint64_t bytes = 0;
   bool src_eof = false;
   bool dst_shut = false;
+  // Small exchanges (requests, replies) cost fewer system calls copied through a buffer than
+  // spliced through the pipe (recv+send against splice in+out), so a direction starts in copy
+  // mode and switches to splice once reads fill the buffer: HAProxy's splice-auto, in effect.
+  bool splicing = false;
+  int small_splices = 0;
   bool done() const { return dst_shut; }
 };
 
@@ -89,7 +100,12 @@ class TcpConnection {
     ba_.pipe_r = p2[0];
     ba_.pipe_w = p2[1];
     // The sockets came from libuv, already non-blocking; make sure for fds from elsewhere.
-    for (int fd : {a_, b_}) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    for (int fd : {a_, b_}) {
+      fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+      // The relay passes on what it got at once; Nagle would only hold small replies back.
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     if (!loop_->Add(a_, kEvents, &side_a_)) return errno;
     registered_a_ = true;
     if (!loop_->Add(b_, kEvents, &side_b_)) return errno;
@@ -129,14 +145,62 @@ class TcpConnection {
   }
 
  private:
+  // Copy mode: one recv and one send; what the destination cannot take now goes into the pipe
+  // (empty in this mode), so backpressure and ordering work as in splice mode. Returns false
+  // when the connection ended.
+  bool CopyOnce(Direction& d, bool* progress) {
+    static thread_local uint8_t buf[kCopy];
+    ssize_t n = recv(d.src, buf, kCopy, MSG_DONTWAIT);
+    if (n == 0) {
+      d.src_eof = true;
+      *progress = true;
+      return true;
+    }
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) return true;
+      Fail(errno);
+      return false;
+    }
+    *progress = true;
+    size_t len = static_cast<size_t>(n);
+    if (len == kCopy) d.splicing = true;
+    ssize_t w = send(d.dst, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno != EAGAIN && errno != EINTR) {
+        Fail(errno);
+        return false;
+      }
+      w = 0;
+    }
+    d.bytes += static_cast<uint64_t>(w);
+    if (static_cast<size_t>(w) < len) {
+      // The pipe is empty here and holds 64 KiB: the rest always fits.
+      ssize_t p = write(d.pipe_w, buf + w, len - static_cast<size_t>(w));
+      if (p != static_cast<ssize_t>(len - static_cast<size_t>(w))) {
+        Fail(p < 0 ? errno : EIO);
+        return false;
+      }
+      d.in_pipe += len - static_cast<size_t>(w);
+    }
+    return true;
+  }
+
   void Pump(Direction& d) {
     bool progress = true;
     while (progress && !dead_) {
       progress = false;
-      if (!d.src_eof && d.in_pipe < kChunk) {
+      if (!d.src_eof && !d.splicing && d.in_pipe == 0) {
+        if (!CopyOnce(d, &progress)) return;
+      } else if (!d.src_eof && d.splicing && d.in_pipe < kChunk) {
         ssize_t n = splice(d.src, nullptr, d.pipe_w, nullptr, kChunk, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
         if (n > 0) {
           d.in_pipe += static_cast<size_t>(n);
+          // Back to copying after a run of small reads (the bulk phase is over).
+          d.small_splices = static_cast<size_t>(n) < kSmall ? d.small_splices + 1 : 0;
+          if (d.small_splices >= 2) {
+            d.splicing = false;
+            d.small_splices = 0;
+          }
           progress = true;
         } else if (n == 0) {
           d.src_eof = true;
