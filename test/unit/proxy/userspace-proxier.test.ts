@@ -231,7 +231,7 @@ t.test('TCP and UDP relayed through the listeners to loopback endpoints', async 
 
 t.test('UDP through the native relay: replies, flows counted, endpoint change followed', async (t) => {
   if (!loadNative().addon) {
-    t.skip('the native addon is not built');
+    t.fail('the native addon must be built (make build) for this test');
     return;
   }
   const { runner } = recorder();
