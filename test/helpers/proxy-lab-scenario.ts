@@ -513,13 +513,11 @@ export async function proxyLabScenario(t: Test, opts: ProxyLabScenarioOptions): 
           want === 'native' ? native && !fallback : fallback && !native,
           `${node.name}: ${want} relay in use`,
         );
-        if (want === 'node') {
-          t.match(
-            log,
-            /native UDP relay not available; using Node sockets/,
-            `${node.name}: Node UDP sockets in use`,
-          );
-        }
+        t.match(
+          log,
+          want === 'native' ? /using the native UDP relay/ : /UDP datagrams through Node sockets/,
+          `${node.name}: UDP through the ${want} path`,
+        );
       }
     });
   }

@@ -259,7 +259,10 @@ function nativeUdpHost(
   stats: UserspaceStats,
   log: Logger,
 ): NativeUdpRelayHost | undefined {
-  if (want === 'node') return undefined;
+  if (want === 'node') {
+    log.info('UDP datagrams through Node sockets');
+    return undefined;
+  }
   const loaded = loadNative();
   if (!loaded.addon?.UdpRelay) {
     log.info(
@@ -270,7 +273,9 @@ function nativeUdpHost(
   }
   const { UdpRelay } = loaded.addon;
   try {
-    return new NativeUdpRelayHost((onStats) => new UdpRelay(onStats), stats);
+    const host = new NativeUdpRelayHost((onStats) => new UdpRelay(onStats), stats);
+    log.info('using the native UDP relay');
+    return host;
   } catch (err) {
     log.warn({ err: messageOf(err) }, 'native UDP relay failed to start; using Node sockets');
     return undefined;
