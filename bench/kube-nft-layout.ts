@@ -11,7 +11,7 @@
  * changed service a rewrite of its chains (add + flush + rules), new endpoint chains and the
  * deletion of stale ones.
  */
-import { createHash } from 'node:crypto';
+import { hashName } from '../src/proxy/hash-name.js';
 import type { Endpoint, ServicePort, ServicePortMap } from '../src/proxy/model/index.js';
 import { selectEndpoints } from '../src/proxy/model/index.js';
 
@@ -23,29 +23,9 @@ export interface KubeLayoutOptions {
   clusterCidr?: string;
 }
 
-const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-
-/** RFC 4648 base32 without padding. */
-function base32(buf: Buffer): string {
-  let out = '';
-  let bits = 0;
-  let value = 0;
-  for (const byte of buf) {
-    value = (value << 8) | byte;
-    bits += 8;
-    while (bits >= 5) {
-      out += BASE32[(value >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-    value &= (1 << bits) - 1;
-  }
-  if (bits > 0) out += BASE32[(value << (5 - bits)) & 31];
-  return out;
-}
-
 /** kube-proxy's hashAndTruncate for nftables names: base32(sha256(name)), 8 characters. */
 function hash8(name: string): string {
-  return base32(createHash('sha256').update(name).digest()).slice(0, 8);
+  return hashName(name, 8);
 }
 
 function portBase(sp: ServicePort): string {

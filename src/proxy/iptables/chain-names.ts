@@ -4,7 +4,9 @@
  * servicePortEndpointChainName), so an operator can map a chain to its service the same way, and
  * so that kube-proxy's published chain names double as test vectors.
  */
-import { createHash } from 'node:crypto';
+import { hashName } from '../hash-name.js';
+
+export { base32 } from '../hash-name.js';
 import type { Family, ServicePort } from '../model/index.js';
 
 /** nat and filter entry chain (from PREROUTING and OUTPUT in nat; FORWARD and OUTPUT in filter). */
@@ -51,28 +53,8 @@ export const FILTER_TOP_CHAINS = [
 /** iptables' limit on chain names. */
 export const MAX_CHAIN_NAME = 28;
 
-const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-
-/** RFC 4648 base32 with padding: Go's base32.StdEncoding.EncodeToString. */
-export function base32(data: Uint8Array): string {
-  let out = '';
-  let acc = 0;
-  let bits = 0;
-  for (const byte of data) {
-    acc = ((acc << 8) | byte) & 0xffff;
-    bits += 8;
-    while (bits >= 5) {
-      out += BASE32[(acc >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-  }
-  if (bits > 0) out += BASE32[(acc << (5 - bits)) & 31];
-  while (out.length % 8 !== 0) out += '=';
-  return out;
-}
-
 function hash16(text: string): string {
-  return base32(createHash('sha256').update(text).digest()).slice(0, 16);
+  return hashName(text, 16);
 }
 
 /**

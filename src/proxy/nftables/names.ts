@@ -3,7 +3,7 @@
  * (`service-<hash>-<ns>/<name>/<proto>/<port>`) so an operator can read them, with kube-proxy's
  * hash so that the same service port has the same hash in every mode.
  */
-import { createHash } from 'node:crypto';
+import { hashName } from '../hash-name.js';
 import type { Endpoint, Family, ServicePort } from '../model/index.js';
 
 /** The table weft owns in each family. */
@@ -14,28 +14,9 @@ export function nftFamily(family: Family): 'ip' | 'ip6' {
   return family === 4 ? 'ip' : 'ip6';
 }
 
-const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-
-/** RFC 4648 base32 of a buffer, without padding (Go's base32.StdEncoding minus `=`). */
-function base32(buf: Buffer): string {
-  let out = '';
-  let bits = 0;
-  let value = 0;
-  for (const byte of buf) {
-    value = (value << 8) | byte;
-    bits += 8;
-    while (bits >= 5) {
-      out += BASE32[(value >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-  }
-  if (bits > 0) out += BASE32[(value << (5 - bits)) & 31];
-  return out;
-}
-
 /** kube-proxy's hash: the first 8 characters of base32(sha256(text)) in nftables mode. */
 export function shortHash(text: string): string {
-  return base32(createHash('sha256').update(text).digest()).slice(0, 8);
+  return hashName(text, 8);
 }
 
 /** The protocols, as nft spells them. */
