@@ -23,6 +23,12 @@ deb-deps:
 		apt-get update -qq; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else echo "deps: Debian packages present"; fi
+	@# kubectl (weftctl's tests apply what `kubectl create service --dry-run=client` prints): Debian's
+	@# kubernetes-client, unless a kubectl is already installed (another package's /usr/bin/kubectl
+	@# makes dpkg refuse kubernetes-client).
+	@if ! command -v kubectl >/dev/null; then \
+		echo "deps: installing kubernetes-client"; apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null; fi
 
 # npm ci wipes node_modules, so it runs only when package-lock.json changed since the last one.
 npm-deps:

@@ -316,6 +316,17 @@ export class EtcdStore implements Store {
     });
   }
 
+  timeToLive(key: string): Promise<number | undefined> {
+    return this.#op('ttl', async () => {
+      checkKey(key);
+      const kv = await this.#getRaw(key);
+      if (!kv || kv.lease === '0' || kv.lease === '') return undefined;
+      const res = await this.#client.leaseClient.leaseTimeToLive({ ID: kv.lease, keys: false });
+      const ttl = Number(res.TTL);
+      return ttl >= 0 ? ttl : undefined;
+    });
+  }
+
   list(prefix: string): Promise<ListResult> {
     return this.#op('list', async () => {
       checkKey(prefix, 'prefix');

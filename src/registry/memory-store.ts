@@ -49,6 +49,8 @@ interface Entry {
   modRevision: number;
   createRevision: number;
   ttlMs: number | undefined;
+  /** When a TTL-bound entry expires, in ms since the epoch. */
+  deadline: number | undefined;
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -111,6 +113,14 @@ export class MemoryStore implements Store {
     });
   }
 
+  timeToLive(key: string): Promise<number | undefined> {
+    return this.#op('ttl', () => {
+      checkKey(key);
+      const e = this.#data.get(key);
+      return e?.deadline === undefined ? undefined : Math.max(0, (e.deadline - Date.now()) / 1000);
+    });
+  }
+
   list(prefix: string): Promise<ListResult> {
     return this.#op('list', () => {
       checkKey(prefix, 'prefix');
@@ -133,6 +143,7 @@ export class MemoryStore implements Store {
         modRevision: revision,
         createRevision: revision,
         ttlMs: undefined,
+        deadline: undefined,
         timer: undefined,
       };
       this.#data.set(key, entry);
@@ -249,6 +260,7 @@ export class MemoryStore implements Store {
     if (ttlSeconds === undefined) return;
     const ttlMs = Math.max(1, Math.round(ttlSeconds * 1000));
     entry.ttlMs = ttlMs;
+    entry.deadline = Date.now() + ttlMs;
     entry.timer = setTimeout(() => {
       if (this.#data.get(key) === entry) this.#remove(key, entry);
     }, ttlMs);
@@ -259,6 +271,7 @@ export class MemoryStore implements Store {
     if (entry.timer) clearTimeout(entry.timer);
     entry.timer = undefined;
     entry.ttlMs = undefined;
+    entry.deadline = undefined;
   }
 
   #remove(key: string, entry: Entry): void {
@@ -304,6 +317,10 @@ class MemoryClient implements Store {
 
   get(key: string): Promise<KeyValue | undefined> {
     return this.#live(() => this.#store.get(key));
+  }
+
+  timeToLive(key: string): Promise<number | undefined> {
+    return this.#live(() => this.#store.timeToLive(key));
   }
 
   list(prefix: string): Promise<ListResult> {

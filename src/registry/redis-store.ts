@@ -317,6 +317,19 @@ export class RedisStore implements Store {
     });
   }
 
+  timeToLive(key: string): Promise<number | undefined> {
+    return this.#op('ttl', async () => {
+      checkKey(key);
+      // The deadline the store keeps (ms of the Redis clock), against the Redis clock.
+      const res = await this.#cmd.multi().zscore(this.#keys.ttl, key).time().exec();
+      const deadline = res?.[0]?.[1];
+      const time = res?.[1]?.[1] as [string, string] | undefined;
+      if (deadline === null || deadline === undefined || !time) return undefined;
+      const nowMs = Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000);
+      return Math.max(0, (Number(deadline) - nowMs) / 1000);
+    });
+  }
+
   list(prefix: string): Promise<ListResult> {
     return this.#op('list', async () => {
       checkKey(prefix, 'prefix');

@@ -104,6 +104,11 @@ export interface Store {
   /** Backend name, e.g. `etcd` or `redis`. */
   readonly kind: string;
   get(key: string): Promise<KeyValue | undefined>;
+  /**
+   * Seconds until a TTL-bound key expires unless renewed (whole seconds on etcd); undefined for a
+   * key without a TTL or no key at all. For operators (`weftctl leases`), not for decisions.
+   */
+  timeToLive(key: string): Promise<number | undefined>;
   /** All keys under `prefix`, sorted by key, with the revision of the snapshot. */
   list(prefix: string): Promise<ListResult>;
   /** Atomic create-if-absent; exactly one of concurrent creators wins. */

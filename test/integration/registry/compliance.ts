@@ -373,6 +373,21 @@ export function runStoreCompliance(tap: Test, h: StoreHarness): void {
     t.equal((await stores[0]?.get(key))?.value, `client-${win.i}`);
   });
 
+  tap.test('timeToLive: seconds left for a TTL-bound key, none for a reservation or no key', async (t) => {
+    const s = await open(t);
+    const p = prefixFor('time-to-live');
+    await s.create(`${p}bound`, 'v', { ttlSeconds: 600 });
+    await s.create(`${p}reservation`, 'v');
+    const left = await s.timeToLive(`${p}bound`);
+    t.ok(left !== undefined && left > 590 && left <= 600, `about 600 s left (${left})`);
+    t.equal(await s.timeToLive(`${p}reservation`), undefined, 'a reservation has no TTL');
+    t.equal(await s.timeToLive(`${p}absent`), undefined, 'no key, no TTL');
+    const kv = await s.get(`${p}bound`);
+    if (!kv) throw new Error('bound key missing');
+    await s.update(`${p}bound`, 'v', { modRevision: kv.modRevision }, { ttlSeconds: null });
+    t.equal(await s.timeToLive(`${p}bound`), undefined, 'unbound by an update: no TTL');
+  });
+
   tap.test('TTL expiry: gone from get and list, and a watched delete', { timeout: 20_000 }, async (t) => {
     const s = await open(t);
     // More clients connected: each expiry must still produce exactly one delete.

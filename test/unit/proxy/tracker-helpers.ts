@@ -46,6 +46,7 @@ export class FlakyStore {
     return {
       kind: 'flaky',
       get: (k) => inner.get(k),
+      timeToLive: (k) => inner.timeToLive(k),
       create: (...a) => inner.create(...a),
       update: (...a) => inner.update(...a),
       delete: (...a) => inner.delete(...a),

@@ -1,0 +1,4 @@
+/** weftctl's lab commands. */
+import type { Command } from '../command.js';
+
+export const labCommands: Command[] = [];

@@ -1,0 +1,4 @@
+/** weftctl's status commands. */
+import type { Command } from '../command.js';
+
+export const statusCommands: Command[] = [];

@@ -1,0 +1,43 @@
+/** The `weftctl` command. Exit codes: 0 success, 1 error, 2 misuse. */
+import { readFileSync } from 'node:fs';
+import { messageOf } from '../errors/index.js';
+import { COMMANDS } from './commands/index.js';
+import { runWeftctl } from './run.js';
+
+function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+      version?: string;
+    };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+runWeftctl(
+  process.argv.slice(2),
+  {
+    stdout: (t) => void process.stdout.write(t),
+    stderr: (t) => void process.stderr.write(t),
+    readStdin,
+    env: process.env,
+  },
+  { commands: COMMANDS, version: version() },
+).then(
+  (code) => {
+    process.exitCode = code;
+    // The etcd client's reconnect timers must not hold a finished command.
+    setTimeout(() => process.exit(code), 1_000).unref();
+  },
+  (err: unknown) => {
+    process.stderr.write(`weftctl: ${messageOf(err)}\n`);
+    process.exit(1);
+  },
+);
