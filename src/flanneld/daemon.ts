@@ -15,7 +15,9 @@ import { Counter, Gauge, createRegistry, metricName } from '../metrics/index.js'
 import { openNetlink, type Netlink } from '../netlink/index.js';
 import { openStoreFromFlags } from '../cli/registry-flags.js';
 import type { KeyValue, Store, WatchEvent } from '../registry/index.js';
+import { StatusPublisher, healthUrl, type StatusSnapshot } from '../node-status/index.js';
 import { sdNotify } from '../systemd/index.js';
+import { weftVersion } from '../cli/version.js';
 import { assertBackendAvailable, leaseAttrsOf } from './backends/index.js';
 import { Dataplane } from './dataplane/index.js';
 import { findExternalIface, type ExternalIface } from './external-iface.js';
@@ -140,6 +142,7 @@ export class Flanneld {
   #phase = 'starting';
   #dataplane: Dataplane | undefined;
   #lease: Lease | undefined;
+  #lastSyncMs: number | undefined;
   #health: HealthServer | undefined;
   readonly #errors: Counter<'stage'>;
   readonly #configStale: Gauge;
@@ -235,6 +238,11 @@ export class Flanneld {
       const store =
         this.#o.store ?? (await openStoreFromFlags(flags, componentLogger('registry'), this.#metrics));
       if (!this.#o.store) resources.push(() => store.close());
+      if (flags.statusPrefix !== '') {
+        const publisher = this.#statusPublisher(store);
+        publisher.start();
+        resources.push(() => publisher.stop());
+      }
       const nl = await openNetlink({ logger: this.#log });
       resources.push(async () => nl.close());
 
@@ -259,6 +267,35 @@ export class Flanneld {
     } finally {
       await closeAll();
     }
+  }
+
+  /** The record `weftctl status` lists this daemon by. */
+  #statusPublisher(store: Store): StatusPublisher {
+    const flags = this.#flags;
+    return new StatusPublisher({
+      store,
+      prefix: flags.statusPrefix,
+      node: flags.nodeName,
+      daemon: 'weft-flanneld',
+      version: weftVersion(),
+      ...(flags.healthzPort > 0 && { health: healthUrl(flags.healthzIp, flags.healthzPort) }),
+      logger: componentLogger('status'),
+      snapshot: (): StatusSnapshot => {
+        const lease = this.#lease;
+        return {
+          ready: this.ready,
+          reason: this.ready ? undefined : this.notReadyReason,
+          lastSyncMs: this.#lastSyncMs,
+          detail: lease
+            ? {
+                subnet: `${lease.subnets.ipv4?.toString() ?? lease.key}`,
+                publicIp: lease.attrs.publicIP,
+                backend: lease.attrs.backendType ?? 'udp',
+              }
+            : {},
+        };
+      },
+    });
   }
 
   /** Why {@link ready} is false (for /readyz). */
@@ -309,8 +346,10 @@ export class Flanneld {
         leases,
         unreadable: skipped.map((s) => ({ path: s.path, error: s.error })),
       });
-      if (res.ok) this.#lastSync.set(Date.now() / 1000);
-      else this.#errors.inc({ stage: 'dataplane' });
+      if (res.ok) {
+        this.#lastSyncMs = Date.now();
+        this.#lastSync.set(this.#lastSyncMs / 1000);
+      } else this.#errors.inc({ stage: 'dataplane' });
     };
 
     const attrs = leaseAttrsOf(prepared, ext.publicIp, config.ipv6 ? ext.publicIpv6 : undefined);

@@ -132,6 +132,22 @@ export const FLANNELD_FLAGS = defineFlags({
     min: 0,
     max: 65535,
   }),
+  nodeName: stringFlag({
+    name: 'node-name',
+    metavar: '<name>',
+    description:
+      "This node's name in weft's status records (`weftctl status`); the same name weft-proxy's --hostname-override gives. Default: the hostname.",
+    validate: (v) =>
+      v.trim() === '' || v.includes('/') ? 'must be a non-empty name without "/"' : undefined,
+  }),
+  statusPrefix: stringFlag({
+    name: 'status-prefix',
+    metavar: '<path>',
+    description:
+      'Registry prefix of the daemons\' status records (`weftctl status` reads them); "" disables the record.',
+    default: '/weft/status',
+    validate: (v) => (v !== '' && !v.startsWith('/') ? 'must start with "/" (or be empty)' : undefined),
+  }),
   iptablesResync: intFlag({
     name: 'iptables-resync',
     metavar: '<seconds>',
@@ -217,6 +233,10 @@ export interface FlanneldFlags {
   healthzIp: string;
   /** Port of the health and metrics listener; 0 = disabled (`--healthz-port`). */
   healthzPort: number;
+  /** This node's name in status records (`--node-name`); undefined: the hostname. */
+  nodeName: string | undefined;
+  /** Prefix of the status records; "" disables (`--status-prefix`). */
+  statusPrefix: string;
   /** Seconds between rule checks (`--iptables-resync`). */
   iptablesResync: number;
   /** Install the FLANNEL-FWD accept rules (`--iptables-forward-rules`). */

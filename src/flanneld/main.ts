@@ -2,7 +2,7 @@
  * The `weft-flanneld` command: flags → daemon, restarted in-process when the network config
  * changes, stopped by SIGTERM/SIGINT with its lease and dataplane kept for the next start.
  */
-import { readFileSync } from 'node:fs';
+import { weftVersion } from '../cli/version.js';
 import { isWeftError, messageOf } from '../errors/index.js';
 import { startHealthServer, type HealthServer } from '../health/index.js';
 import { componentLogger, rootLogger } from '../log/index.js';
@@ -14,17 +14,6 @@ import { flanneldHelp, parseFlanneldFlags, type FlanneldFlags } from './flags.js
 
 /** How long /readyz stays 200 across an in-process restart while the new run gets ready. */
 const CONFIG_RESTART_READY_GRACE_MS = 30_000;
-
-function version(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
-      version?: string;
-    };
-    return pkg.version ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
 
 async function cleanup(flags: FlanneldFlags): Promise<number> {
   const log = componentLogger('cleanup');
@@ -64,7 +53,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (flags.version) {
-    process.stdout.write(`weft-flanneld ${version()}\n`);
+    process.stdout.write(`weft-flanneld ${weftVersion()}\n`);
     return 0;
   }
   if (flags.logLevel) rootLogger().level = flags.logLevel;

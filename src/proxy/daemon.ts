@@ -12,6 +12,8 @@ import { startHealthServer, type HealthServer } from '../health/index.js';
 import { rootLogger, type Logger } from '../log/index.js';
 import { createRegistry } from '../metrics/index.js';
 import type { Store } from '../registry/index.js';
+import { weftVersion } from '../cli/version.js';
+import { StatusPublisher, healthUrl, statusPrefix } from '../node-status/index.js';
 import { sdNotify } from '../systemd/index.js';
 import type { ProxyConfig } from './flags.js';
 import { HealthCheckNodePorts } from './health-check-node-ports.js';
@@ -141,6 +143,7 @@ export class WeftProxy {
           checks: {
             '/healthz': () => this.#engine?.healthz() ?? { ok: true },
             '/livez': () => ({ ok: true }),
+            '/readyz': () => this.#readiness(),
           },
         });
         const s = this.#healthz;
@@ -162,6 +165,27 @@ export class WeftProxy {
       const store =
         this.#o.store ?? (await openStoreFromFlags(config.flags, this.#component('registry'), this.#metrics));
       if (!this.#o.store) this.#closers.push(() => store.close());
+
+      const publisher = new StatusPublisher({
+        store,
+        prefix: statusPrefix(config.flags.registryPrefix),
+        node: config.nodeName,
+        daemon: 'weft-proxy',
+        version: weftVersion(),
+        ...(this.#healthz && { health: healthUrl(this.#healthz.host, this.#healthz.port) }),
+        logger: this.#component('status'),
+        snapshot: () => {
+          const r = this.#readiness();
+          return {
+            ready: r.ok,
+            reason: r.ok ? undefined : r.reason,
+            lastSyncMs: this.#engine?.lastSyncAt,
+            detail: { mode: config.flags.proxyMode },
+          };
+        },
+      });
+      publisher.start();
+      this.#closers.push(() => publisher.stop());
 
       const proxiers: Proxier[] = [];
       for (const family of config.clusterCidrs.keys()) {
@@ -226,6 +250,14 @@ export class WeftProxy {
       await this.stop();
       throw err;
     }
+  }
+
+  /** Ready once the first sync is done and while changes are applied in time (/readyz). */
+  #readiness(): { ok: true } | { ok: false; reason: string } {
+    const engine = this.#engine;
+    if (!engine?.synced) return { ok: false, reason: 'first sync not done yet' };
+    const h = engine.healthz();
+    return h.ok ? { ok: true } : { ok: false, reason: h.reason ?? 'not healthy' };
   }
 
   /** Resolves after the first successful sync. */

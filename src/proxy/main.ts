@@ -3,7 +3,7 @@
  * place (a restart takes them over with its first full sync), or `--cleanup` to remove them.
  * Exit codes: 0 done, 1 failure, 2 bad flags.
  */
-import { readFileSync } from 'node:fs';
+import { weftVersion } from '../cli/version.js';
 import { isWeftError, messageOf } from '../errors/index.js';
 import { execRunner } from '../exec/index.js';
 import { componentLogger, rootLogger } from '../log/index.js';
@@ -17,17 +17,6 @@ import {
 } from './flags.js';
 import { registerProxyModes } from './modes.js';
 
-function version(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
-      version?: string;
-    };
-    return pkg.version ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
-
 async function main(argv: string[]): Promise<number> {
   let flags: ProxyFlags;
   let config: ProxyConfig;
@@ -38,7 +27,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     if (flags.version) {
-      process.stdout.write(`weft-proxy ${version()}\n`);
+      process.stdout.write(`weft-proxy ${weftVersion()}\n`);
       return 0;
     }
     config = resolveProxyConfig(flags);

@@ -190,6 +190,7 @@ export class SyncEngine {
   #checking = false;
   #stopped = false;
   #synced = false;
+  #lastSyncAt: number | undefined;
   #onFirstSync!: () => void;
   /** Resolves after the first successful sync of every family. */
   readonly firstSync: Promise<void>;
@@ -221,6 +222,11 @@ export class SyncEngine {
   /** True once every family has been synced successfully. */
   get synced(): boolean {
     return this.#synced;
+  }
+
+  /** When the last successful sync ended (the engine's clock, ms), undefined before the first. */
+  get lastSyncAt(): number | undefined {
+    return this.#lastSyncAt;
   }
 
   /** Every family's service ports as last applied. */
@@ -378,6 +384,7 @@ export class SyncEngine {
     this.#inFlight = [];
     this.#m.pending.set(this.#pending.length);
     this.#m.lastTimestamp.set(end / 1000);
+    this.#lastSyncAt = end;
     if (!this.#synced) {
       this.#synced = true;
       this.#onFirstSync();

@@ -1,19 +1,8 @@
 /** The `weftctl` command. Exit codes: 0 success, 1 error, 2 misuse. */
-import { readFileSync } from 'node:fs';
+import { weftVersion } from '../cli/version.js';
 import { messageOf } from '../errors/index.js';
 import { COMMANDS } from './commands/index.js';
 import { runWeftctl } from './run.js';
-
-function version(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
-      version?: string;
-    };
-    return pkg.version ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -29,7 +18,7 @@ runWeftctl(
     readStdin,
     env: process.env,
   },
-  { commands: COMMANDS, version: version() },
+  { commands: COMMANDS, version: weftVersion() },
 ).then(
   (code) => {
     process.exitCode = code;

@@ -233,6 +233,7 @@ export class FlannelCluster {
       MAIN,
       ...this.registryArgs(),
       '--iface=eth0',
+      `--node-name=${node.name}`,
       `--subnet-file=${this.lab.subnetEnvPath(node)}`,
       `--healthz-port=${HEALTH_PORT}`,
       '--healthz-ip=127.0.0.1',
