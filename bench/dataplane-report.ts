@@ -5,13 +5,7 @@
  */
 import type { OverlayResults } from './overlay.js';
 import type { RelayResults } from './relay.js';
-
-/** What a section renderer gets (the shape report.ts passes). */
-interface Input {
-  data: unknown;
-  file: string;
-  writeChart(name: string, svg: string): string;
-}
+import { fmtDate, type SectionInput as Input } from './report-section.js';
 
 function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
@@ -33,7 +27,7 @@ export function barChart(
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="13">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${W / 2}" y="24" text-anchor="middle" font-size="15" font-weight="bold">${esc(title)}</text>`,
+    `<text x="${W / 2}" y="24" text-anchor="middle" font-size="15" font-weight="bold">${esc(`${title}, ${unit}`)}</text>`,
   ];
   bars.forEach((b, i) => {
     const y = top + i * rowH;
@@ -55,7 +49,7 @@ const ratio = (a: number | null | undefined, b: number | null | undefined): numb
 const verdict = (ok: boolean | null): string => (ok === null ? '–' : ok ? 'met' : 'missed');
 
 function machineLine(m: RelayResults['machine'], date: string): string {
-  return `Measured ${date} on ${m.cpuModel} (${m.cores} cores), kernel ${m.kernel}, Node ${m.node}; load average at the start ${m.loadAverage.join(' / ')}.`;
+  return `Measured ${fmtDate(date)} on ${m.cpuModel} (${m.cores} cores), kernel ${m.kernel}, Node ${m.node}; load average at the start ${m.loadAverage.join(' / ')}.`;
 }
 
 /** The relay section. */

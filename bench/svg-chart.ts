@@ -4,12 +4,19 @@
  * same file, so a regenerated report only differs where the figures do.
  */
 
+/** One point; `open` ones (e.g. a measurement that hit its cap) are drawn hollow, off the line. */
+export interface Point {
+  x: number;
+  y: number;
+  open?: boolean;
+}
+
 /** One line of the chart. */
 export interface Series {
   name: string;
   color: string;
   dashed?: boolean;
-  points: { x: number; y: number }[];
+  points: Point[];
 }
 
 /** What to draw. */
@@ -25,6 +32,10 @@ export interface LineChartOptions {
   formatY?: (v: number) => string;
   width?: number;
   height?: number;
+  /** Room right of the plot for the legend, px. Default 200. */
+  legendWidth?: number;
+  /** A line under the legend explaining the hollow points; drawn only when there are some. */
+  openNote?: string;
 }
 
 function esc(s: string): string {
@@ -67,7 +78,7 @@ function extent(values: number[], log: boolean): [number, number] {
 export function lineChart(o: LineChartOptions): string {
   const W = o.width ?? 720;
   const H = o.height ?? 420;
-  const m = { left: 70, right: 200, top: 40, bottom: 50 };
+  const m = { left: 70, right: o.legendWidth ?? 200, top: 40, bottom: 50 };
   const pw = W - m.left - m.right;
   const ph = H - m.top - m.bottom;
   const all = o.series.flatMap((s) => s.points).filter((p) => p.x > 0 && p.y > 0);
@@ -119,14 +130,19 @@ export function lineChart(o: LineChartOptions): string {
     `<text transform="translate(16 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`,
   );
   o.series.forEach((s, i) => {
-    const pts = s.points.filter((p) => p.x > 0 && p.y > 0).sort((a, b) => a.x - b.x);
+    const all = s.points.filter((p) => p.x > 0 && p.y > 0).sort((a, b) => a.x - b.x);
+    const pts = all.filter((p) => !p.open);
     const dash = s.dashed ? ' stroke-dasharray="6 4"' : '';
     if (pts.length > 1) {
       const d = pts.map((p, j) => `${j === 0 ? 'M' : 'L'}${r(sx(p.x))} ${r(sy(p.y))}`).join(' ');
       parts.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="2"${dash}/>`);
     }
-    for (const p of pts) {
-      parts.push(`<circle cx="${r(sx(p.x))}" cy="${r(sy(p.y))}" r="3.5" fill="${s.color}"/>`);
+    for (const p of all) {
+      parts.push(
+        p.open
+          ? `<circle cx="${r(sx(p.x))}" cy="${r(sy(p.y))}" r="4.5" fill="white" stroke="${s.color}" stroke-width="2"/>`
+          : `<circle cx="${r(sx(p.x))}" cy="${r(sy(p.y))}" r="3.5" fill="${s.color}"/>`,
+      );
     }
     const ly = m.top + 10 + i * 20;
     const lx = m.left + pw + 16;
@@ -135,6 +151,14 @@ export function lineChart(o: LineChartOptions): string {
       `<text x="${lx + 34}" y="${ly + 4}">${esc(s.name)}</text>`,
     );
   });
+  if (o.openNote && o.series.some((s) => s.points.some((p) => p.open))) {
+    const ly = m.top + 10 + o.series.length * 20;
+    const lx = m.left + pw + 16;
+    parts.push(
+      `<circle cx="${lx + 14}" cy="${ly}" r="4.5" fill="white" stroke="#444" stroke-width="2"/>`,
+      `<text x="${lx + 34}" y="${ly + 4}">${esc(o.openNote)}</text>`,
+    );
+  }
   parts.push('</svg>');
   return `${parts.join('\n')}\n`;
 }

@@ -235,8 +235,18 @@ export class Flanneld {
         this.#log.info({ host: health.host, port: health.port }, 'health listener up');
       }
 
+      // As flannel does, a registry that is not up yet (etcd starting at boot) is waited for, not
+      // fatal: the unit would otherwise burn its restart budget before etcd answers.
+      this.#phase = 'waiting for the registry';
       const store =
-        this.#o.store ?? (await openStoreFromFlags(flags, componentLogger('registry'), this.#metrics));
+        this.#o.store ??
+        (await this.#retry(
+          'connect to the registry',
+          'registry',
+          () => openStoreFromFlags(flags, componentLogger('registry'), this.#metrics),
+          signal,
+        ));
+      if (!store) return 'stopped';
       if (!this.#o.store) resources.push(() => store.close());
       if (flags.statusPrefix !== '') {
         const publisher = this.#statusPublisher(store);

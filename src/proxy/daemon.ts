@@ -6,7 +6,8 @@
  */
 import type { Registry } from 'prom-client';
 import { openStoreFromFlags } from '../cli/registry-flags.js';
-import { messageOf } from '../errors/index.js';
+import { Backoff } from '../backoff/index.js';
+import { ErrorCodes, isWeftError, messageOf } from '../errors/index.js';
 import { execRunner, type CommandRunner } from '../exec/index.js';
 import { startHealthServer, type HealthServer } from '../health/index.js';
 import { rootLogger, type Logger } from '../log/index.js';
@@ -75,6 +76,7 @@ export class WeftProxy {
   #metricsServer: HealthServer | undefined;
   #hcnp: HealthCheckNodePorts | undefined;
   #stopped = false;
+  readonly #stopping = new AbortController();
 
   constructor(opts: WeftProxyOptions) {
     this.#o = opts;
@@ -162,8 +164,8 @@ export class WeftProxy {
         log.info({ host: s.host, port: s.port }, 'metrics listener up');
       }
 
-      const store =
-        this.#o.store ?? (await openStoreFromFlags(config.flags, this.#component('registry'), this.#metrics));
+      const store = this.#o.store ?? (await this.#openStore());
+      if (!store) return;
       if (!this.#o.store) this.#closers.push(() => store.close());
 
       const publisher = new StatusPublisher({
@@ -252,6 +254,25 @@ export class WeftProxy {
     }
   }
 
+  /**
+   * The registry, waited for as flannel waits for etcd: at boot etcd may come up after this
+   * daemon, and failing would spend the unit's restart budget. Undefined when stopped meanwhile.
+   */
+  async #openStore(): Promise<Store | undefined> {
+    const backoff = new Backoff({ initialMs: 500, maxMs: 10_000 });
+    const signal = this.#stopping.signal;
+    while (!signal.aborted) {
+      try {
+        return await openStoreFromFlags(this.#o.config.flags, this.#component('registry'), this.#metrics);
+      } catch (err) {
+        if (isWeftError(err, ErrorCodes.INVALID_ARGUMENT)) throw err;
+        this.#log.warn({ err: messageOf(err) }, 'registry not reachable; retrying');
+        await backoff.wait(signal).catch(() => undefined);
+      }
+    }
+    return undefined;
+  }
+
   /** Ready once the first sync is done and while changes are applied in time (/readyz). */
   #readiness(): { ok: true } | { ok: false; reason: string } {
     const engine = this.#engine;
@@ -268,6 +289,7 @@ export class WeftProxy {
   /** Stops watching and syncing and closes the listeners; the rules stay in the kernel. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#stopping.abort();
     for (const close of this.#closers.splice(0).reverse()) {
       try {
         await close();
