@@ -16,6 +16,8 @@ export const ErrorCodes = {
   INVALID_VALUE: 'WEFT_INVALID_VALUE',
   /** No free subnet is left between SubnetMin and SubnetMax. */
   OUT_OF_SUBNETS: 'WEFT_OUT_OF_SUBNETS',
+  /** Every value of a range (service CIDR, node-port range) is allocated. */
+  RANGE_EXHAUSTED: 'WEFT_RANGE_EXHAUSTED',
   /** A create-if-absent found the key already present. */
   ALREADY_EXISTS: 'WEFT_ALREADY_EXISTS',
   /** A compare-and-swap lost to a concurrent writer. */

@@ -1,6 +1,7 @@
 /**
  * IP address management for weft: CIDR arithmetic, flannel's network config, lease keys and
- * values in flannel's formats, and the choice of a node's subnet. Pure code, no I/O.
+ * values in flannel's formats, and the choice of a node's subnet: pure code, no I/O. Besides, the
+ * Service ClusterIP/nodePort allocator, whose only I/O is through the store it is given.
  */
 export {
   ADDRESS_BITS,
@@ -37,3 +38,19 @@ export {
 } from './subnet-key.js';
 export { decodeLeaseAttrs, encodeLeaseAttrs, type LeaseAttrs } from './lease-attrs.js';
 export { CANDIDATE_LIMIT, allocateSubnet, leaseFitsConfig, subnetFitsPool } from './allocator.js';
+export {
+  DEFAULT_NODE_PORT_RANGE,
+  DEFAULT_RECLAIM_GRACE_MS,
+  DEFAULT_SERVICE_CIDR,
+  ServiceAllocator,
+  allocationKey,
+  allocationsPrefix,
+  formatPortRange,
+  parsePortRange,
+  type Allocation,
+  type AllocationKind,
+  type AllocationStore,
+  type OwnerHolds,
+  type PortRange,
+  type ServiceAllocatorOptions,
+} from './service-allocator.js';

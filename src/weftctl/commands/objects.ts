@@ -1,4 +1,539 @@
-/** weftctl's objects commands. */
-import type { Command } from '../command.js';
+/**
+ * weftctl's object commands, in kubectl's manner: `apply -f`, `get`, `delete` and `describe` for
+ * the Services and EndpointSlices weft-proxy serves. `apply` does what an API server would (see
+ * ../object-store.ts); the others read and delete the stored objects, a Service together with its
+ * ClusterIP and nodePort allocations.
+ */
+import type { FlagTable, FlagValues } from '../../cli/flag-parser.js';
+import { boolFlag, defineFlags, stringFlag } from '../../cli/flag-parser.js';
+import { isWeftError, messageOf } from '../../errors/index.js';
+import {
+  Cidr,
+  DEFAULT_NODE_PORT_RANGE,
+  DEFAULT_SERVICE_CIDR,
+  ServiceAllocator,
+  parsePortRange,
+} from '../../ipam/index.js';
+import {
+  SERVICE_NAME_LABEL,
+  parseEndpointSlice,
+  servicesPrefix,
+  sliceKeysPrefix,
+  type EndpointSliceSpec,
+} from '../../proxy/model/index.js';
+import type { KeyValue, Store } from '../../registry/index.js';
+import { UsageError, defineCommand, expectArgs, type Command, type CommandContext } from '../command.js';
+import {
+  DEFAULT_NAMESPACE,
+  isRecord,
+  parseManifests,
+  type ManifestObject,
+  type ObjectKind,
+} from '../manifest.js';
+import {
+  KIND_RESOURCE,
+  applyObject,
+  deleteObject,
+  objectKey,
+  serviceOwnerHolds,
+  type ApplyResult,
+} from '../object-store.js';
+import { cell, formatAge, formatTable, type Table } from '../output.js';
 
-export const objectCommands: Command[] = [];
+const filename = stringFlag({
+  name: 'filename',
+  aliases: ['f'],
+  metavar: '<file>',
+  description: 'A JSON or YAML manifest (several documents, or a List); - reads standard input.',
+  env: false,
+});
+const namespace = stringFlag({
+  name: 'namespace',
+  aliases: ['n'],
+  metavar: '<name>',
+  description: `The namespace of the objects (default "${DEFAULT_NAMESPACE}").`,
+  env: false,
+  validate: (v) => (/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(v) ? undefined : 'must be a lowercase DNS label'),
+});
+// `-A` as kubectl spells it: defineFlags refuses capitals, so `get`'s table (the only one with
+// this flag) is not passed through it.
+const allNamespaces = boolFlag({
+  name: 'all-namespaces',
+  aliases: ['A'],
+  description: 'List the objects of every namespace.',
+  env: false,
+});
+const serviceCidr = stringFlag({
+  name: 'service-cidr',
+  metavar: '<cidr>[,<cidr>]',
+  description:
+    "ClusterIPs are allocated from here (kube-apiserver's --service-cluster-ip-range; one CIDR per family).",
+  default: DEFAULT_SERVICE_CIDR,
+  validate: (v) => {
+    try {
+      const cidrs = v.split(',').map((c) => Cidr.parse(c.trim()));
+      return new Set(cidrs.map((c) => c.family)).size === cidrs.length ? undefined : 'one CIDR per family';
+    } catch (err) {
+      return messageOf(err);
+    }
+  },
+});
+const serviceNodePortRange = stringFlag({
+  name: 'service-node-port-range',
+  metavar: '<min>-<max>',
+  description: "nodePorts are allocated from here (kube-apiserver's flag of the same name).",
+  default: DEFAULT_NODE_PORT_RANGE,
+  validate: (v) => {
+    try {
+      parsePortRange(v);
+      return undefined;
+    } catch (err) {
+      return messageOf(err);
+    }
+  },
+});
+
+const APPLY_FLAGS = defineFlags({ filename, namespace, serviceCidr, serviceNodePortRange });
+const GET_FLAGS = { namespace, allNamespaces } satisfies FlagTable;
+const DELETE_FLAGS = defineFlags({ filename, namespace });
+const DESCRIBE_FLAGS = defineFlags({ namespace });
+
+/** The resource names `get`, `delete` and `describe` accept, as kubectl spells them. */
+const KIND_ALIASES: Record<string, ObjectKind> = {
+  service: 'Service',
+  services: 'Service',
+  svc: 'Service',
+  endpointslice: 'EndpointSlice',
+  endpointslices: 'EndpointSlice',
+  eps: 'EndpointSlice',
+  'endpointslice.discovery.k8s.io': 'EndpointSlice',
+  'endpointslices.discovery.k8s.io': 'EndpointSlice',
+};
+
+function kindOf(word: string | undefined, usage: string): ObjectKind {
+  const kind = word === undefined ? undefined : KIND_ALIASES[word.toLowerCase()];
+  if (!kind) {
+    throw new UsageError(
+      `${word === undefined ? 'missing resource type' : `unknown resource type "${word}"`}: ${usage} (types: services/svc, endpointslices/eps)`,
+    );
+  }
+  return kind;
+}
+
+function allocatorFor(
+  store: Store,
+  ctx: CommandContext,
+  flags: { serviceCidr?: string; serviceNodePortRange?: string },
+): ServiceAllocator {
+  const prefix = ctx.global.registryPrefix;
+  return new ServiceAllocator({
+    store,
+    registryPrefix: prefix,
+    serviceCidrs: (flags.serviceCidr ?? DEFAULT_SERVICE_CIDR).split(',').map((c) => c.trim()),
+    nodePortRange: flags.serviceNodePortRange ?? DEFAULT_NODE_PORT_RANGE,
+    ownerHolds: serviceOwnerHolds(store, prefix),
+  });
+}
+
+const apply = defineCommand({
+  words: ['apply'],
+  summary: 'Create or update Services and EndpointSlices from a manifest (kubectl apply).',
+  usage: '-f FILE|-',
+  description:
+    'Reads JSON or YAML (several documents, or a List), e.g. what `kubectl create service ... ' +
+    '--dry-run=client -o yaml` prints. Fills in the namespace, a ClusterIP from --service-cidr and ' +
+    'nodePorts from --service-node-port-range, as an API server would; a re-applied Service keeps ' +
+    'them. Each object is validated as weft-proxy reads it; a bad one is reported and skipped, the ' +
+    'others are applied, and the exit code is 1.',
+  flags: APPLY_FLAGS,
+  async run(ctx, flags: FlagValues<typeof APPLY_FLAGS>, args) {
+    expectArgs(args, 0, 0, 'weftctl apply -f FILE|-');
+    if (flags.filename === undefined)
+      throw new UsageError('apply needs -f FILE (or -f - for standard input)');
+    const text = await ctx.readInput(flags.filename);
+    const { objects, errors } = parseManifests(text, {
+      namespace: flags.namespace,
+      input: flags.filename === '-' ? 'stdin' : flags.filename,
+    });
+    let failed = errors.length > 0;
+    for (const e of errors) ctx.io.stderr(`error: ${e.error.message}\n`);
+    if (!objects.length) {
+      if (!errors.length)
+        ctx.io.stderr(`error: no objects in ${flags.filename === '-' ? 'stdin' : flags.filename}\n`);
+      return 1;
+    }
+    const store = await ctx.store();
+    const allocator = allocatorFor(store, ctx, flags);
+    const applied: ApplyResult[] = [];
+    for (const m of objects) {
+      try {
+        const r = await applyObject(store, allocator, ctx.global.registryPrefix, m);
+        applied.push(r);
+        if (ctx.format === 'table') ctx.io.stdout(`${KIND_RESOURCE[m.kind]}/${m.name} ${r.outcome}\n`);
+      } catch (err) {
+        failed = true;
+        ctx.io.stderr(`error: ${m.source}: ${messageOf(err)}\n`);
+      }
+    }
+    if (ctx.format !== 'table') ctx.print(asList(applied.map((r) => r.object)), () => '');
+    return failed ? 1 : 0;
+  },
+});
+
+/** A stored object read back. */
+interface StoredObject {
+  key: string;
+  namespace: string;
+  name: string;
+  object: Record<string, unknown>;
+}
+
+/** Reads the objects of a kind; unreadable ones are reported on stderr and counted. */
+async function readObjects(
+  ctx: CommandContext,
+  kind: ObjectKind,
+  scope: { namespace?: string; names?: readonly string[] },
+): Promise<{ items: StoredObject[]; problems: number }> {
+  const store = await ctx.store();
+  const prefix = ctx.global.registryPrefix;
+  const base = kind === 'Service' ? servicesPrefix(prefix) : sliceKeysPrefix(prefix);
+  let kvs: KeyValue[];
+  let problems = 0;
+  if (scope.names?.length) {
+    kvs = [];
+    for (const name of scope.names) {
+      const kv = await store.get(objectKey(prefix, kind, scope.namespace ?? DEFAULT_NAMESPACE, name));
+      if (kv) kvs.push(kv);
+      else {
+        problems++;
+        ctx.io.stderr(
+          `error: ${kind === 'Service' ? 'services' : 'endpointslices.discovery.k8s.io'} "${name}" not found in namespace ${scope.namespace ?? DEFAULT_NAMESPACE}\n`,
+        );
+      }
+    }
+  } else {
+    kvs = (await store.list(scope.namespace === undefined ? base : `${base}${scope.namespace}/`)).items;
+  }
+  const items: StoredObject[] = [];
+  for (const kv of kvs) {
+    const [ns, name, extra] = kv.key.slice(base.length).split('/');
+    if (!ns || !name || extra !== undefined) continue;
+    try {
+      const v: unknown = JSON.parse(kv.value);
+      if (!isRecord(v)) throw new Error('not a JSON object');
+      items.push({ key: kv.key, namespace: ns, name, object: v });
+    } catch (err) {
+      problems++;
+      ctx.io.stderr(`error: ${kind} ${kv.key}: stored value is not a JSON object: ${messageOf(err)}\n`);
+    }
+  }
+  return { items, problems };
+}
+
+function asList(items: Record<string, unknown>[]): Record<string, unknown> {
+  return { apiVersion: 'v1', kind: 'List', items };
+}
+
+function age(obj: Record<string, unknown>, now: number): string {
+  const ts = isRecord(obj.metadata) ? obj.metadata.creationTimestamp : undefined;
+  const t = typeof ts === 'string' ? Date.parse(ts) : NaN;
+  return Number.isNaN(t) ? '<unknown>' : formatAge((now - t) / 1000);
+}
+
+function spec(obj: Record<string, unknown>): Record<string, unknown> {
+  return isRecord(obj.spec) ? obj.spec : {};
+}
+
+function records(v: unknown): Record<string, unknown>[] {
+  return Array.isArray(v) ? v.filter(isRecord) : [];
+}
+
+/** kubectl's PORT(S) cell: `80/TCP`, `80:30080/TCP`. */
+function servicePorts(obj: Record<string, unknown>): string {
+  const ports = records(spec(obj).ports).map((p) => {
+    const node = typeof p.nodePort === 'number' && p.nodePort > 0 ? `:${p.nodePort}` : '';
+    return `${String(p.port)}${node}/${typeof p.protocol === 'string' ? p.protocol : 'TCP'}`;
+  });
+  return cell(ports);
+}
+
+function clusterIpCell(obj: Record<string, unknown>): string {
+  const s = spec(obj);
+  if (s.type === 'ExternalName') return '<none>';
+  return cell(s.clusterIP);
+}
+
+/** kubectl's EXTERNAL-IP cell. */
+function externalIpCell(obj: Record<string, unknown>): string {
+  const s = spec(obj);
+  if (s.type === 'ExternalName') return cell(s.externalName);
+  const status = isRecord(obj.status) && isRecord(obj.status.loadBalancer) ? obj.status.loadBalancer : {};
+  const ips = [
+    ...records(status.ingress).map((i) => i.ip ?? i.hostname),
+    ...(Array.isArray(s.externalIPs) ? (s.externalIPs as unknown[]) : []),
+  ].filter((v): v is string => typeof v === 'string');
+  if (ips.length) return ips.join(',');
+  return s.type === 'LoadBalancer' ? '<pending>' : '<none>';
+}
+
+function serviceTable(items: StoredObject[], withNamespace: boolean, now: number): Table {
+  return {
+    headers: [
+      ...(withNamespace ? ['namespace'] : []),
+      'name',
+      'type',
+      'cluster-ip',
+      'external-ip',
+      'port(s)',
+      'age',
+    ],
+    rows: items.map((o) => [
+      ...(withNamespace ? [o.namespace] : []),
+      o.name,
+      cell(spec(o.object).type ?? 'ClusterIP'),
+      clusterIpCell(o.object),
+      externalIpCell(o.object),
+      servicePorts(o.object),
+      age(o.object, now),
+    ]),
+  };
+}
+
+function sliceTable(items: StoredObject[], withNamespace: boolean, now: number): Table {
+  return {
+    headers: [...(withNamespace ? ['namespace'] : []), 'name', 'addresstype', 'ports', 'endpoints', 'age'],
+    rows: items.map((o) => {
+      const ports = records(o.object.ports).map((p) => String(p.port ?? '<unset>'));
+      const addrs = records(o.object.endpoints).flatMap((e) =>
+        Array.isArray(e.addresses) ? (e.addresses as unknown[]).map(String) : [],
+      );
+      const shown =
+        addrs.length > 3 ? `${addrs.slice(0, 3).join(',')} + ${addrs.length - 3} more...` : cell(addrs);
+      return [
+        ...(withNamespace ? [o.namespace] : []),
+        o.name,
+        cell(o.object.addressType),
+        cell(ports),
+        shown,
+        age(o.object, now),
+      ];
+    }),
+  };
+}
+
+const get = defineCommand({
+  words: ['get'],
+  summary: 'List Services or EndpointSlices (kubectl get).',
+  usage: 'services|svc|endpointslices|eps [NAME...] [-n NS | -A]',
+  flags: GET_FLAGS,
+  async run(ctx, flags: FlagValues<typeof GET_FLAGS>, args) {
+    const usage = 'weftctl get services|endpointslices [NAME...] [-n NS | -A]';
+    const kind = kindOf(args[0], usage);
+    const names = args.slice(1);
+    if (flags.allNamespaces && (names.length || flags.namespace !== undefined)) {
+      throw new UsageError(
+        names.length
+          ? 'an object cannot be retrieved by name across all namespaces (-A); name a namespace with -n'
+          : '-A and -n exclude each other',
+      );
+    }
+    const ns = flags.allNamespaces ? undefined : (flags.namespace ?? DEFAULT_NAMESPACE);
+    const { items, problems } = await readObjects(ctx, kind, {
+      ...(ns !== undefined ? { namespace: ns } : {}),
+      names,
+    });
+    const now = Date.now();
+    if (ctx.format === 'table' && !items.length) {
+      if (!problems) ctx.io.stderr(`No resources found${ns ? ` in ${ns} namespace` : ''}.\n`);
+      return problems ? 1 : 0;
+    }
+    const data = names.length === 1 && items[0] ? items[0].object : asList(items.map((o) => o.object));
+    const withNs = ns === undefined;
+    ctx.print(data, () =>
+      formatTable(kind === 'Service' ? serviceTable(items, withNs, now) : sliceTable(items, withNs, now)),
+    );
+    return problems ? 1 : 0;
+  },
+});
+
+const del = defineCommand({
+  words: ['delete'],
+  summary: 'Delete Services (freeing their ClusterIPs and nodePorts) or EndpointSlices (kubectl delete).',
+  usage: 'service|endpointslice NAME... [-n NS] | -f FILE|-',
+  flags: DELETE_FLAGS,
+  async run(ctx, flags: FlagValues<typeof DELETE_FLAGS>, args) {
+    const usage = 'weftctl delete service|endpointslice NAME... [-n NS], or weftctl delete -f FILE|-';
+    let targets: { kind: ObjectKind; namespace: string; name: string; source?: string }[];
+    let failed = false;
+    if (flags.filename !== undefined) {
+      expectArgs(args, 0, 0, usage);
+      const { objects, errors } = parseManifests(await ctx.readInput(flags.filename), {
+        namespace: flags.namespace,
+        input: flags.filename === '-' ? 'stdin' : flags.filename,
+      });
+      for (const e of errors) ctx.io.stderr(`error: ${e.error.message}\n`);
+      failed = errors.length > 0;
+      targets = objects.map((m: ManifestObject) => ({ kind: m.kind, namespace: m.namespace, name: m.name }));
+    } else {
+      const kind = kindOf(args[0], usage);
+      if (args.length < 2) throw new UsageError(`missing NAME: ${usage}`);
+      const ns = flags.namespace ?? DEFAULT_NAMESPACE;
+      targets = args.slice(1).map((name) => ({ kind, namespace: ns, name }));
+    }
+    const store = await ctx.store();
+    const allocator = allocatorFor(store, ctx, {});
+    for (const t of targets) {
+      try {
+        const r = await deleteObject(
+          store,
+          allocator,
+          ctx.global.registryPrefix,
+          t.kind,
+          t.namespace,
+          t.name,
+        );
+        const freed = r.freed.length ? ` (freed ${r.freed.map((f) => f.value).join(', ')})` : '';
+        ctx.io.stdout(`${KIND_RESOURCE[t.kind]} "${t.name}" deleted${freed}\n`);
+      } catch (err) {
+        failed = true;
+        ctx.io.stderr(`error: ${messageOf(err)}\n`);
+        if (!isWeftError(err)) throw err;
+      }
+    }
+    return failed ? 1 : 0;
+  },
+});
+
+/** One endpoint row of `describe service`. */
+interface EndpointRow {
+  slice: string;
+  address: string;
+  ports: string;
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+  nodeName: string | undefined;
+  zone: string | undefined;
+}
+
+async function endpointsOf(
+  ctx: CommandContext,
+  namespace: string,
+  service: string,
+): Promise<{ rows: EndpointRow[]; slices: Record<string, unknown>[]; problems: string[] }> {
+  const { items } = await readObjects(ctx, 'EndpointSlice', { namespace });
+  const rows: EndpointRow[] = [];
+  const slices: Record<string, unknown>[] = [];
+  const problems: string[] = [];
+  for (const o of items) {
+    const labels = isRecord(o.object.metadata) ? o.object.metadata.labels : undefined;
+    if (!isRecord(labels) || labels[SERVICE_NAME_LABEL] !== service) continue;
+    slices.push(o.object);
+    let s: EndpointSliceSpec;
+    try {
+      s = parseEndpointSlice(o.key, o.namespace, o.name, JSON.stringify(o.object));
+    } catch (err) {
+      problems.push(messageOf(err));
+      continue;
+    }
+    const ports = s.ports?.length
+      ? s.ports.map((p) => `${p.name ? `${p.name}=` : ''}${p.port}/${p.protocol}`).join(',')
+      : '<all>';
+    for (const e of s.endpoints) {
+      for (const address of e.addresses) {
+        rows.push({ slice: s.name, address, ports, ...e });
+      }
+    }
+  }
+  return { rows, slices, problems };
+}
+
+function describeService(o: StoredObject, eps: Awaited<ReturnType<typeof endpointsOf>>): string {
+  const s = spec(o.object);
+  const meta = isRecord(o.object.metadata) ? o.object.metadata : {};
+  const kv = (v: unknown) =>
+    isRecord(v) && Object.keys(v).length
+      ? Object.entries(v)
+          .map(([k, x]) => `${k}=${String(x)}`)
+          .join(',')
+      : '<none>';
+  const lines: [string, string][] = [
+    ['Name', o.name],
+    ['Namespace', o.namespace],
+    ['Labels', kv(meta.labels)],
+    ['Selector', kv(s.selector)],
+    ['Type', cell(s.type ?? 'ClusterIP')],
+    ['IP Family Policy', cell(s.ipFamilyPolicy)],
+    ['IP Families', cell(s.ipFamilies)],
+    ['IP', clusterIpCell(o.object)],
+    ['IPs', cell(s.clusterIPs)],
+  ];
+  if (externalIpCell(o.object) !== '<none>') lines.push(['External IPs', externalIpCell(o.object)]);
+  const ready = eps.rows.filter((r) => r.ready);
+  for (const p of records(s.ports)) {
+    const proto = typeof p.protocol === 'string' ? p.protocol : 'TCP';
+    const name = typeof p.name === 'string' && p.name ? p.name : '<unset>';
+    lines.push(['Port', `${name}  ${String(p.port)}/${proto}`]);
+    lines.push(['TargetPort', `${String(p.targetPort ?? p.port)}/${proto}`]);
+    if (typeof p.nodePort === 'number' && p.nodePort > 0)
+      lines.push(['NodePort', `${name}  ${p.nodePort}/${proto}`]);
+    lines.push(['Endpoints', cell(ready.map((r) => r.address))]);
+  }
+  lines.push(['Session Affinity', cell(s.sessionAffinity ?? 'None')]);
+  if (s.externalTrafficPolicy) lines.push(['External Traffic Policy', cell(s.externalTrafficPolicy)]);
+  if (s.internalTrafficPolicy) lines.push(['Internal Traffic Policy', cell(s.internalTrafficPolicy)]);
+  if (typeof s.healthCheckNodePort === 'number' && s.healthCheckNodePort > 0)
+    lines.push(['HealthCheck NodePort', String(s.healthCheckNodePort)]);
+  lines.push(['Created', cell(meta.creationTimestamp)]);
+  const width = Math.max(...lines.map(([k]) => k.length)) + 2;
+  let out = lines.map(([k, v]) => `${`${k}:`.padEnd(width)}${v}`).join('\n') + '\n';
+  out += `\nEndpoint slices (label ${SERVICE_NAME_LABEL}=${o.name}): ${eps.slices.length}\n`;
+  if (eps.rows.length) {
+    out += formatTable({
+      headers: ['slice', 'address', 'ports', 'ready', 'serving', 'terminating', 'node', 'zone'],
+      rows: eps.rows.map((r) => [
+        r.slice,
+        r.address,
+        r.ports,
+        String(r.ready),
+        String(r.serving),
+        String(r.terminating),
+        cell(r.nodeName),
+        cell(r.zone),
+      ]),
+    });
+  } else out += '  <no endpoints>\n';
+  for (const p of eps.problems) out += `warning: ${p}\n`;
+  return out;
+}
+
+const describe = defineCommand({
+  words: ['describe'],
+  summary: 'Show a Service, its ports and its endpoints from the EndpointSlices (kubectl describe).',
+  usage: 'service NAME... [-n NS]',
+  flags: DESCRIBE_FLAGS,
+  async run(ctx, flags: FlagValues<typeof DESCRIBE_FLAGS>, args) {
+    const usage = 'weftctl describe service [NAME...] [-n NS]';
+    const kind = kindOf(args[0], usage);
+    if (kind !== 'Service') throw new UsageError(`describe shows services: ${usage}`);
+    const ns = flags.namespace ?? DEFAULT_NAMESPACE;
+    const { items, problems } = await readObjects(ctx, kind, { namespace: ns, names: args.slice(1) });
+    if (!items.length && !problems) {
+      ctx.io.stderr(`No resources found in ${ns} namespace.\n`);
+      return 0;
+    }
+    const described: { o: StoredObject; eps: Awaited<ReturnType<typeof endpointsOf>> }[] = [];
+    for (const o of items) described.push({ o, eps: await endpointsOf(ctx, ns, o.name) });
+    const data = described.map(({ o, eps }) => ({
+      service: o.object,
+      endpoints: eps.rows,
+      endpointSlices: eps.slices,
+    }));
+    ctx.print(data.length === 1 ? data[0] : data, () =>
+      described.map(({ o, eps }) => describeService(o, eps)).join('\n'),
+    );
+    return problems ? 1 : 0;
+  },
+});
+
+export const objectCommands: Command[] = [apply, get, del, describe];
