@@ -5,11 +5,11 @@ SHELL := /bin/bash
 
 # Debian packages weft needs, and only those.
 DEB_PACKAGES := etcd-server etcd-client redis-server iproute2 iptables nftables conntrack \
-	containernetworking-plugins iperf3 haproxy iputils-ping valgrind
+	containernetworking-plugins iperf3 haproxy iputils-ping valgrind curl
 
 NPM_STAMP := node_modules/.weft-lock.sha256
 
-.PHONY: deps deb-deps npm-deps native native-check sanitize fuzz build lint typecheck test test-only demo clean bench
+.PHONY: deps deb-deps npm-deps native native-check sanitize fuzz build lint typecheck test test-only demo clean bench install
 
 deps: deb-deps npm-deps
 
@@ -120,3 +120,50 @@ bench: deps build
 	node dist/bench/relay.js
 	node dist/bench/overlay.js
 	node dist/bench/report.js
+
+# The built tree, the commands, the systemd units and their environment files, under DESTDIR (a
+# staging root for packaging and tests; empty installs on this machine). The code lives in
+# $(PREFIX)/lib/weft (compiled dist/, the addon, production node_modules, package.json for the
+# version) and the commands are relative symlinks into it, which the wrappers resolve, so the tree
+# works both staged and in place. weft-cni is also linked into CNI_BIN_DIR, where runtimes look up
+# plugins. The units get $(PREFIX)/bin in ExecStart; environment files already in /etc/default are
+# an operator's configuration and are never overwritten. Nothing outside DESTDIR is touched, and
+# systemd is not reloaded: systemd/README.md says what to run.
+PREFIX ?= /usr/local
+DESTDIR ?=
+CNI_BIN_DIR ?= /opt/cni/bin
+UNIT_DIR ?= /etc/systemd/system
+ENV_DIR ?= /etc/default
+WEFT_COMMANDS := weft-flanneld weft-proxy weftctl weft-cni
+WEFT_UNITS := weft-flanneld weft-proxy
+
+install: build
+	@lib='$(DESTDIR)$(PREFIX)/lib/weft'; \
+	rm -rf "$$lib/dist" "$$lib/node_modules" "$$lib/native" "$$lib/bin"; \
+	install -d "$$lib/bin" "$$lib/native/build/Release" "$$lib/node_modules" "$$lib/default" \
+		'$(DESTDIR)$(PREFIX)/bin' '$(DESTDIR)$(CNI_BIN_DIR)' '$(DESTDIR)$(UNIT_DIR)' '$(DESTDIR)$(ENV_DIR)'; \
+	cp -R dist "$$lib/dist"; \
+	install -m 0644 package.json "$$lib/package.json"; \
+	install -m 0755 native/build/Release/weft_native.node "$$lib/native/build/Release/"; \
+	npm ls --omit=dev --parseable --all | sed -n 's|^$(CURDIR)/node_modules/||p' | sort \
+		| awk '{ for (p in kept) if (index($$0, p "/") == 1) next; kept[$$0]; print }' \
+		| tar -C node_modules -cf - -T - | tar -C "$$lib/node_modules" -xf -; \
+	for c in $(WEFT_COMMANDS); do \
+		install -m 0755 "bin/$$c" "$$lib/bin/$$c"; \
+		ln -sfr "$$lib/bin/$$c" '$(DESTDIR)$(PREFIX)/bin/'"$$c"; \
+	done; \
+	ln -sfr "$$lib/bin/weft-cni" '$(DESTDIR)$(CNI_BIN_DIR)/weft-cni'; \
+	for u in $(WEFT_UNITS); do \
+		sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' "systemd/$$u.service" > '$(DESTDIR)$(UNIT_DIR)/'"$$u.service"; \
+		chmod 0644 '$(DESTDIR)$(UNIT_DIR)/'"$$u.service"; \
+		install -m 0644 "systemd/default/$$u" "$$lib/default/$$u"; \
+		env='$(DESTDIR)$(ENV_DIR)/'"$$u"; \
+		if [ -e "$$env" ]; then echo "install: kept $$env (the shipped one is $$lib/default/$$u)"; \
+		else install -m 0600 "systemd/default/$$u" "$$env"; fi; \
+	done; \
+	echo "install: weft in $$lib, commands in $(DESTDIR)$(PREFIX)/bin, units in $(DESTDIR)$(UNIT_DIR)"
+	@# The wrappers run the `node` on PATH; systemd's PATH is fixed, so a node found only elsewhere
+	@# (nvm, a home directory) would make the units fail with status 127.
+	@node=$$(command -v node); case "$$(dirname "$$node")" in \
+		/usr/local/sbin|/usr/local/bin|/usr/sbin|/usr/bin|/sbin|/bin) ;; \
+		*) echo "install: warning: node is $$node, not on systemd's PATH; link it into /usr/local/bin" >&2;; esac
