@@ -142,14 +142,15 @@ export function listFlag(
 
 /**
  * Checks a table once at module load, so a typo in a table fails every test rather than one
- * user's command line: names must be kebab-case and unique (aliases included), defaults must
- * pass their own validation.
+ * user's command line: names must be kebab-case and unique (aliases included; a one-letter alias
+ * may be a capital, as kubectl's `-A`), defaults must pass their own validation.
  */
 export function defineFlags<T extends FlagTable>(table: T): T {
   const seen = new Set<string>();
   for (const spec of Object.values(table)) {
     for (const name of [spec.name, ...(spec.aliases ?? [])]) {
-      if (!/^[a-z0-9]+(-[a-z0-9]+)*$/.test(name)) throw new Error(`flag table: bad flag name "${name}"`);
+      const ok = name === spec.name ? /^[a-z0-9]+(-[a-z0-9]+)*$/ : /^([a-z0-9]+(-[a-z0-9]+)*|[A-Z])$/;
+      if (!ok.test(name)) throw new Error(`flag table: bad flag name "${name}"`);
       if (seen.has(name)) throw new Error(`flag table: duplicate flag name "${name}"`);
       seen.add(name);
     }

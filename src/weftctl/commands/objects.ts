@@ -4,7 +4,7 @@
  * ../object-store.ts); the others read and delete the stored objects, a Service together with its
  * ClusterIP and nodePort allocations.
  */
-import type { FlagTable, FlagValues } from '../../cli/flag-parser.js';
+import type { FlagValues } from '../../cli/flag-parser.js';
 import { boolFlag, defineFlags, stringFlag } from '../../cli/flag-parser.js';
 import { isWeftError, messageOf } from '../../errors/index.js';
 import {
@@ -55,8 +55,6 @@ const namespace = stringFlag({
   env: false,
   validate: (v) => (/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(v) ? undefined : 'must be a lowercase DNS label'),
 });
-// `-A` as kubectl spells it: defineFlags refuses capitals, so `get`'s table (the only one with
-// this flag) is not passed through it.
 const allNamespaces = boolFlag({
   name: 'all-namespaces',
   aliases: ['A'],
@@ -94,7 +92,7 @@ const serviceNodePortRange = stringFlag({
 });
 
 const APPLY_FLAGS = defineFlags({ filename, namespace, serviceCidr, serviceNodePortRange });
-const GET_FLAGS = { namespace, allNamespaces } satisfies FlagTable;
+const GET_FLAGS = defineFlags({ namespace, allNamespaces });
 const DELETE_FLAGS = defineFlags({ filename, namespace });
 const DESCRIBE_FLAGS = defineFlags({ namespace });
 

@@ -437,6 +437,15 @@ t.test('generic parser: table checks and other programs', async (t) => {
     /duplicate flag name "x"/,
   );
   t.throws(() => defineFlags({ a: boolFlag({ name: 'Bad_Name', description: '' }) }), /bad flag name/);
+  t.throws(() => defineFlags({ a: boolFlag({ name: 'A', description: '' }) }), /bad flag name "A"/);
+  t.throws(
+    () => defineFlags({ a: boolFlag({ name: 'all', aliases: ['AB'], description: '' }) }),
+    /bad flag name "AB"/,
+  );
+  t.ok(
+    defineFlags({ a: boolFlag({ name: 'all', aliases: ['A'], description: '' }) }),
+    'a capital one-letter alias',
+  );
   t.throws(
     () => defineFlags({ a: intFlag({ name: 'n', description: '', default: 0, min: 1 }) }),
     /default of --n/,
