@@ -32,6 +32,8 @@ import {
   type LabPod,
   type LabStep,
 } from '../test/lab/index.js';
+import { stringify as stringifyYaml } from 'yaml';
+import { WEFTCTL_MAIN } from '../src/weftctl/lab-control.js';
 import { serviceObject, sliceObject, type ServiceDef, type SliceDef } from '../test/helpers/proxy-objects.js';
 
 const { values } = parseArgs({
@@ -208,6 +210,30 @@ async function bringUp(): Promise<Lab> {
   return l;
 }
 
+/**
+ * weftctl as an operator runs it on a node: inside node1's namespace (the lab's etcd is on the
+ * underlay, out of the root namespace's reach), pointed at the lab's etcd. Its output, indented.
+ */
+async function weftctl(l: Lab, args: readonly string[], input?: string): Promise<string> {
+  const node = l.nodes[0] as LabNode;
+  const r = await l.exec(
+    node,
+    'env',
+    [
+      '-u',
+      'NODE_OPTIONS',
+      process.execPath,
+      WEFTCTL_MAIN,
+      '--etcd-endpoints',
+      l.etcdEndpoints.join(','),
+      ...args,
+    ],
+    { ...(input !== undefined && { input }), allowFail: true, timeoutMs: 30_000 },
+  );
+  if (r.code !== 0) throw new Error(`weftctl ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
+  return r.stdout.trimEnd();
+}
+
 async function startDaemons(l: Lab): Promise<ProxyCluster> {
   const t0 = step(
     2,
@@ -253,6 +279,8 @@ async function startDaemons(l: Lab): Promise<ProxyCluster> {
     ]);
   }
   say(indent(table(rows)));
+  say(`${INDENT}the leases as \`weftctl leases\` shows them (run on node1):`);
+  say(indent(await weftctl(l, ['leases']), `${INDENT}  `));
   outcome(
     2,
     t0,
@@ -459,13 +487,20 @@ async function serviceSpread(l: Lab, p: ProxyCluster, pods: Pods): Promise<void>
     4,
     `A Service with ${pods.web.length} endpoints, and how ${REQUESTS} requests spread`,
     `Service "web" gets a virtual address, the ClusterIP ${SERVICE_IP}:${SERVICE_PORT}; its`,
-    `EndpointSlice lists the ${pods.web.length} web pods. Both go into etcd, where an API server would`,
-    `put them and where weft-proxy watches. Then the client pod on node1 opens ${REQUESTS} connections`,
-    `to the ClusterIP, one after another; each goes to an endpoint drawn at random, so each`,
-    `endpoint should get about 1/${pods.web.length} of them.`,
+    `EndpointSlice lists the ${pods.web.length} web pods. \`weftctl apply\` writes both into etcd, where an`,
+    `API server would put them and weft-proxy watches. Then the client pod on node1 opens ${REQUESTS}`,
+    `connections to the ClusterIP, one after another; each goes to an endpoint drawn at random,`,
+    `so each endpoint should get about 1/${pods.web.length} of them.`,
   );
-  await p.putObject(serviceObject(WEB));
-  const written = await p.putObject(sliceObject(slice(pods.web)));
+  // Applied with weftctl, as an operator would: one YAML file with both objects.
+  const manifest = [serviceObject(WEB), sliceObject(slice(pods.web))]
+    .map((o) => stringifyYaml(o.value))
+    .join('---\n');
+  const written = Date.now();
+  say(`${INDENT}$ weftctl apply -f web.yaml   (the Service and its EndpointSlice, as YAML)`);
+  say(indent(await weftctl(l, ['apply', '-f', '-'], manifest), `${INDENT}  `));
+  say(`${INDENT}$ weftctl get services`);
+  say(indent(await weftctl(l, ['get', 'services']), `${INDENT}  `));
   await showObjects(p, pods.web);
   await p.waitSynced(l.nodes, written, 30_000);
   // The sync is in; make sure the first request makes it through the overlay too.
@@ -522,6 +557,8 @@ async function endpointRemoved(l: Lab, p: ProxyCluster, pods: Pods): Promise<voi
     { what: `${gone.name} to stop getting traffic`, timeoutMs: 15_000, intervalMs: 200 },
   );
   for (const line of await pickMap(l, pods.web)) say(`${INDENT}${line}`);
+  say(`${INDENT}$ weftctl describe service web   (its endpoints, from the EndpointSlice)`);
+  say(indent(await weftctl(l, ['describe', 'service', 'web']), `${INDENT}  `));
   let direct = 'no answer';
   try {
     direct = (await l.tcpRequest(pods.client, gone.ip, POD_PORT, { timeoutMs: 3000 })).trim();
