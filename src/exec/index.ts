@@ -4,6 +4,7 @@
  * component's read-compare-write steps from interleaving.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { ErrorCodes, WeftError } from '../errors/index.js';
 
 /** The outcome of one command. */
@@ -99,5 +100,21 @@ export class SerialQueue {
     const next = this.#tail.then(fn, fn);
     this.#tail = next.catch(() => {});
     return next;
+  }
+}
+
+/**
+ * True while `pid` exists and is not a zombie: a process killed but not yet reaped (a lab's
+ * children re-parented after a crash, a supervisor its parent still waits for) runs nothing and
+ * holds nothing, so it counts as gone.
+ */
+export function processAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The state follows the parenthesised command name, which may itself contain spaces.
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
   }
 }

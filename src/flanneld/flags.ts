@@ -15,6 +15,7 @@
  *   opt-in, for nodes whose operators know nothing else drops forwarded traffic.
  */
 import { isIPv4, isIPv6 } from 'node:net';
+import { DAEMON_TAIL_FLAGS, LOG_LEVELS } from '../cli/common-flags.js';
 import { ErrorCodes, WeftError } from '../errors/index.js';
 import {
   boolFlag,
@@ -38,8 +39,7 @@ import {
 /** Environment variable prefix, as in flannel: `--ip-masq` reads `FLANNELD_IP_MASQ`. */
 export const FLANNELD_ENV_PREFIX = 'FLANNELD';
 
-/** Log levels of pino, lowest first. */
-export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export { LOG_LEVELS };
 
 /** Firewall programs weft-flanneld can keep its masquerade and forward rules in. */
 export const FIREWALLS = ['iptables', 'nftables'] as const;
@@ -175,26 +175,7 @@ export const FLANNELD_FLAGS = defineFlags({
     name: 'cleanup',
     description: 'Remove the rules and devices weft-flanneld installed on this node, then exit.',
   }),
-  logLevel: choiceFlag({
-    name: 'log-level',
-    metavar: '<level>',
-    description: 'Lowest level of log messages written.',
-    choices: LOG_LEVELS,
-    default: 'info',
-  }),
-  help: boolFlag({
-    name: 'help',
-    aliases: ['h'],
-    description: 'Print this help and exit.',
-    env: false,
-    shortCircuit: true,
-  }),
-  version: boolFlag({
-    name: 'version',
-    description: 'Print the version and exit.',
-    env: false,
-    shortCircuit: true,
-  }),
+  ...DAEMON_TAIL_FLAGS,
 });
 
 /** weft-flanneld's parsed configuration. */

@@ -2,6 +2,7 @@
  * The `weft-flanneld` command: flags → daemon, restarted in-process when the network config
  * changes, stopped by SIGTERM/SIGINT with its lease and dataplane kept for the next start.
  */
+import { runMain } from '../cli/run-main.js';
 import { weftVersion } from '../cli/version.js';
 import { isWeftError, messageOf } from '../errors/index.js';
 import { startHealthServer, type HealthServer } from '../health/index.js';
@@ -122,14 +123,4 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-    // Pending timers of libraries (grpc reconnects) must not hold the process after shutdown.
-    setTimeout(() => process.exit(code), 2_000).unref();
-  },
-  (err: unknown) => {
-    process.stderr.write(`weft-flanneld: ${messageOf(err)}\n`);
-    process.exit(1);
-  },
-);
+runMain('weft-flanneld', () => main(process.argv.slice(2)));

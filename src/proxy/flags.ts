@@ -16,6 +16,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { DAEMON_TAIL_FLAGS, LOG_LEVELS } from '../cli/common-flags.js';
 import { ErrorCodes, WeftError, messageOf } from '../errors/index.js';
 import {
   boolFlag,
@@ -42,7 +43,7 @@ import { PROXY_MODES } from './proxier.js';
 export const PROXY_ENV_PREFIX = 'WEFT_PROXY';
 
 /** Log levels of pino, lowest first. */
-export const PROXY_LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export const PROXY_LOG_LEVELS = LOG_LEVELS;
 
 /** Default port of /healthz and /livez, as kube-proxy's. */
 export const DEFAULT_HEALTHZ_PORT = 10256;
@@ -177,26 +178,7 @@ export const PROXY_FLAGS = defineFlags({
     name: 'cleanup',
     description: "Remove every mode's rules, tables and chains from this node, then exit.",
   }),
-  logLevel: choiceFlag({
-    name: 'log-level',
-    metavar: '<level>',
-    description: 'Lowest level of log messages written.',
-    choices: PROXY_LOG_LEVELS,
-    default: 'info',
-  }),
-  help: boolFlag({
-    name: 'help',
-    aliases: ['h'],
-    description: 'Print this help and exit.',
-    env: false,
-    shortCircuit: true,
-  }),
-  version: boolFlag({
-    name: 'version',
-    description: 'Print the version and exit.',
-    env: false,
-    shortCircuit: true,
-  }),
+  ...DAEMON_TAIL_FLAGS,
 });
 
 /** weft-proxy's flags as parsed (durations and addresses still as text). */

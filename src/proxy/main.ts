@@ -3,6 +3,7 @@
  * place (a restart takes them over with its first full sync), or `--cleanup` to remove them.
  * Exit codes: 0 done, 1 failure, 2 bad flags.
  */
+import { runMain } from '../cli/run-main.js';
 import { weftVersion } from '../cli/version.js';
 import { isWeftError, messageOf } from '../errors/index.js';
 import { execRunner } from '../exec/index.js';
@@ -64,14 +65,4 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-    // Pending timers of libraries (grpc reconnects) must not hold the process after shutdown.
-    setTimeout(() => process.exit(code), 2_000).unref();
-  },
-  (err: unknown) => {
-    process.stderr.write(`weft-proxy: ${messageOf(err)}\n`);
-    process.exit(1);
-  },
-);
+runMain('weft-proxy', () => main(process.argv.slice(2)));

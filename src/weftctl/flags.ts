@@ -5,7 +5,8 @@
  * (`FLANNELD_ETCD_ENDPOINTS`, `WEFT_PROXY_ETCD_ENDPOINTS`), so an operator can source a node's
  * /etc/default/weft-flanneld and point weftctl at the same etcd.
  */
-import { boolFlag, choiceFlag, defineFlags, envVarName, stringFlag } from '../cli/flag-parser.js';
+import { VERSION_FLAG, helpFlag } from '../cli/common-flags.js';
+import { choiceFlag, defineFlags, envVarName, stringFlag } from '../cli/flag-parser.js';
 import { ETCD_AUTH_FLAGS, ETCD_CONNECTION_FLAGS, nonEmpty, registryFlag } from '../cli/registry-flags.js';
 import { OUTPUT_FORMATS } from './output.js';
 
@@ -46,19 +47,8 @@ export const GLOBAL_FLAGS = defineFlags({
     choices: OUTPUT_FORMATS,
     default: 'table',
   }),
-  help: boolFlag({
-    name: 'help',
-    aliases: ['h'],
-    description: 'Show help (for a command: `weftctl COMMAND --help`) and exit.',
-    env: false,
-    shortCircuit: true,
-  }),
-  version: boolFlag({
-    name: 'version',
-    description: 'Print the version and exit.',
-    env: false,
-    shortCircuit: true,
-  }),
+  help: helpFlag('Show help (for a command: `weftctl COMMAND --help`) and exit.'),
+  version: VERSION_FLAG,
 });
 
 /** The registry flags weftctl shares with the daemons, by table key. */

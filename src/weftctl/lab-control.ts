@@ -13,11 +13,11 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type * as NetnsModule from '../../test/lab/netns.js';
 import { ErrorCodes, WeftError, messageOf } from '../errors/index.js';
+import { processAlive } from '../exec/index.js';
 import {
   LAB_RUN_ENV,
   labPlace,
   listRuns,
-  pidAlive,
   readRunState,
   runFiles,
   supervisorRequest,
@@ -131,7 +131,7 @@ export async function labUp(o: LabUpOptions): Promise<LabRunState> {
     }
     if (state?.phase === 'ready') return state;
     const logFile = state?.logFile ?? startLog;
-    if (state?.phase === 'failed' || exited || !pidAlive(pid)) {
+    if (state?.phase === 'failed' || exited || !processAlive(pid)) {
       await waitGone(pid, 30_000);
       const why = state?.error ?? 'the supervisor exited before the lab was ready';
       const log = tail(logFile);
@@ -155,7 +155,7 @@ export async function labUp(o: LabUpOptions): Promise<LabRunState> {
 
 async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
-  while (pidAlive(pid)) {
+  while (processAlive(pid)) {
     if (Date.now() > deadline) return false;
     await sleep(100);
   }
@@ -181,7 +181,7 @@ export async function forceRemove(
   stateDir: string,
 ): Promise<string[]> {
   const removed: string[] = [];
-  if (pidAlive(pid)) {
+  if (processAlive(pid)) {
     signal(pid, 'SIGTERM');
     if (!(await waitGone(pid, 60_000))) {
       signal(pid, 'SIGKILL');
@@ -334,7 +334,7 @@ export async function labClean(stateDir: string): Promise<LabCleanReport> {
       // `<run>.json|.sock|.log` by the run's owner, `start-<pid>-<rand>.log` by a `lab up`.
       const base = f.replace(/\.(json|sock|log)$/, '');
       const owner = ownerPid(base) ?? ownerPid(base.replace(/^start-/, 'wt-'));
-      if (owner === undefined || pidAlive(owner)) continue;
+      if (owner === undefined || processAlive(owner)) continue;
       rmSync(join(stateDir, f), { force: true });
       files.push(join(stateDir, f));
     }

@@ -8,6 +8,7 @@ import { existsSync, readFileSync, readdirSync, renameSync, writeFileSync } from
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { ErrorCodes, WeftError } from '../errors/index.js';
+import { processAlive } from '../exec/index.js';
 import { UsageError } from './command.js';
 
 /** Where state files, sockets and supervisor logs are: `$WEFT_LAB_STATE_DIR`, else `/run/weft-lab`. */
@@ -106,20 +107,6 @@ export function readRunState(file: string): LabRunState | undefined {
   }
 }
 
-/**
- * True while `pid` exists and is not a zombie (a supervisor killed while `lab up` still waits
- * for it is a zombie until reaped, and runs nothing).
- */
-export function pidAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
-}
-
 /** Every lab's state file in `dir`, oldest first. */
 export function listRuns(dir: string): LabRunEntry[] {
   if (!existsSync(dir)) return [];
@@ -128,7 +115,7 @@ export function listRuns(dir: string): LabRunEntry[] {
     if (!f.endsWith('.json')) continue;
     const file = join(dir, f);
     const state = readRunState(file);
-    if (state) out.push({ state, file, alive: pidAlive(state.supervisorPid) });
+    if (state) out.push({ state, file, alive: processAlive(state.supervisorPid) });
   }
   return out.sort((a, b) => a.state.startedAt.localeCompare(b.state.startedAt));
 }

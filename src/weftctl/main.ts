@@ -1,6 +1,6 @@
 /** The `weftctl` command. Exit codes: 0 success, 1 error, 2 misuse. */
+import { runMain } from '../cli/run-main.js';
 import { weftVersion } from '../cli/version.js';
-import { messageOf } from '../errors/index.js';
 import { COMMANDS } from './commands/index.js';
 import { runWeftctl } from './run.js';
 
@@ -10,23 +10,19 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-runWeftctl(
-  process.argv.slice(2),
-  {
-    stdout: (t) => void process.stdout.write(t),
-    stderr: (t) => void process.stderr.write(t),
-    readStdin,
-    env: process.env,
-  },
-  { commands: COMMANDS, version: weftVersion() },
-).then(
-  (code) => {
-    process.exitCode = code;
-    // The etcd client's reconnect timers must not hold a finished command.
-    setTimeout(() => process.exit(code), 1_000).unref();
-  },
-  (err: unknown) => {
-    process.stderr.write(`weftctl: ${messageOf(err)}\n`);
-    process.exit(1);
-  },
+// The etcd client's reconnect timers must not hold a finished command for long.
+runMain(
+  'weftctl',
+  () =>
+    runWeftctl(
+      process.argv.slice(2),
+      {
+        stdout: (t) => void process.stdout.write(t),
+        stderr: (t) => void process.stderr.write(t),
+        readStdin,
+        env: process.env,
+      },
+      { commands: COMMANDS, version: weftVersion() },
+    ),
+  1_000,
 );

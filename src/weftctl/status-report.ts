@@ -4,7 +4,7 @@
  * matrix. Collecting (registry, HTTP, ping) is kept apart from judging and formatting, which are
  * pure, so the verdict and the table are tested without a cluster.
  */
-import { spawn } from 'node:child_process';
+import { execRunner } from '../exec/index.js';
 import { hostname } from 'node:os';
 import { messageOf } from '../errors/index.js';
 import { STATUS_DAEMONS, parseDaemonStatus, statusPrefix, type DaemonStatus } from '../node-status/index.js';
@@ -411,27 +411,5 @@ export async function overlayMatrix(
   };
 }
 
-function runCmd(
-  cmd: string,
-  args: readonly string[],
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, [...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, LC_ALL: 'C' },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      resolve({ code: 127, stdout, stderr: err.message });
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? 128, stdout, stderr });
-    });
-  });
-}
+/** Programs (ip, curl, ping) run to completion, killed after 15 s. */
+const runCmd = execRunner({ timeoutMs: 15_000 });

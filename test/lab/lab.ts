@@ -25,6 +25,7 @@ import {
 } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ErrorCodes, WeftError, messageOf } from '../../src/errors/index.js';
+import { processAlive } from '../../src/exec/index.js';
 import {
   run,
   startProcess as startManaged,
@@ -238,20 +239,7 @@ function labError(message: string, details: Record<string, unknown> = {}, cause?
   return new WeftError(ErrorCodes.LAB, message, details, cause === undefined ? undefined : { cause });
 }
 
-/**
- * True while `pid` exists and is not a zombie. A crashed lab's children are re-parented and
- * may linger as zombies until reaped; they run nothing and hold nothing, so they count as gone.
- */
-export function processAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The state follows the parenthesised command name, which may itself contain spaces.
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
-}
+export { processAlive };
 
 /** PIDs of live processes whose command line mentions `text` (e.g. a run id in a data dir). */
 export function pidsMentioning(text: string): number[] {

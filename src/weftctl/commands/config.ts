@@ -70,7 +70,8 @@ function parseConfigText(text: string, source: string): { json: unknown; config:
 
 const pretty = (json: unknown) => `${JSON.stringify(json, null, 2)}\n`;
 
-async function getConfig(ctx: CommandContext) {
+/** The stored network config and its key; NOT_FOUND naming the key when there is none. */
+export async function getConfig(ctx: CommandContext) {
   const key = configKey(ctx.global.etcdPrefix);
   const kv = await (await ctx.store()).get(key);
   if (!kv) throw new WeftError(ErrorCodes.NOT_FOUND, `no network config at ${key}`, { object: key });

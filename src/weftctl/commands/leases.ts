@@ -23,7 +23,7 @@ import {
 import type { KeyValue, Store } from '../../registry/index.js';
 import { UsageError, defineCommand, expectArgs, type CommandContext } from '../command.js';
 import { cell, formatAge } from '../output.js';
-import { configKey } from './config.js';
+import { getConfig } from './config.js';
 
 /** One lease as `weftctl leases` shows it. */
 export interface LeaseView {
@@ -101,6 +101,11 @@ function publicIpOf(kv: KeyValue, key: string): string {
   }
 }
 
+/** Another writer got there between our read and our compare-and-swap. */
+function conflict(path: string, what: 'changed' | 'appeared'): WeftError {
+  return new WeftError(ErrorCodes.CONFLICT, `${path} ${what} meanwhile; run again`, { object: path });
+}
+
 const PUBLIC_IP_FLAG = stringFlag({
   name: 'public-ip',
   metavar: '<ip>',
@@ -154,10 +159,7 @@ export const leaseCommands = [
       const subnets = parseSubnetArg(args[0] ?? '');
       const key = formatSubnetKey(subnets);
       const store = await ctx.store();
-      const cfgKey = configKey(ctx.global.etcdPrefix);
-      const cfg = await store.get(cfgKey);
-      if (!cfg)
-        throw new WeftError(ErrorCodes.NOT_FOUND, `no network config at ${cfgKey}`, { object: cfgKey });
+      const { key: cfgKey, kv: cfg } = await getConfig(ctx);
       const config = parseNetConfig(cfg.value);
       if (!leaseFitsConfig(config, subnets)) {
         throw new WeftError(
@@ -169,8 +171,7 @@ export const leaseCommands = [
       const { path, kv } = await currentLease(store, ctx, subnets);
       if (!kv) {
         const created = await store.create(path, encodeLeaseAttrs({ publicIP }));
-        if (!created.created)
-          throw new WeftError(ErrorCodes.CONFLICT, `${path} appeared meanwhile; run again`, { object: path });
+        if (!created.created) throw conflict(path, 'appeared');
         ctx.io.stdout(`reserved ${key} for ${publicIP}\n`);
         return 0;
       }
@@ -187,8 +188,7 @@ export const leaseCommands = [
         return 0;
       }
       const res = await store.update(path, kv.value, { modRevision: kv.modRevision }, { ttlSeconds: null });
-      if (!res.updated)
-        throw new WeftError(ErrorCodes.CONFLICT, `${path} changed meanwhile; run again`, { object: path });
+      if (!res.updated) throw conflict(path, 'changed');
       ctx.io.stdout(`reserved ${key} for ${publicIP} (the node's lease, now without TTL)\n`);
       return 0;
     },
@@ -216,8 +216,7 @@ export const leaseCommands = [
         });
       if (flags.delete) {
         const gone = await store.delete(path, { modRevision: kv.modRevision });
-        if (!gone)
-          throw new WeftError(ErrorCodes.CONFLICT, `${path} changed meanwhile; run again`, { object: path });
+        if (!gone) throw conflict(path, 'changed');
         ctx.io.stdout(`deleted ${kv.ttlBound ? 'lease' : 'reservation'} ${key} (${publicIpOf(kv, key)})\n`);
         return 0;
       }
@@ -238,8 +237,7 @@ export const leaseCommands = [
           ttlSeconds: DEFAULT_LEASE_TTL_SECONDS,
         },
       );
-      if (!res.updated)
-        throw new WeftError(ErrorCodes.CONFLICT, `${path} changed meanwhile; run again`, { object: path });
+      if (!res.updated) throw conflict(path, 'changed');
       ctx.io.stdout(
         `released ${key} (${publicIpOf(kv, key)}): an ordinary lease now, expiring unless renewed\n`,
       );
