@@ -19,7 +19,7 @@ import { sdNotify } from '../systemd/index.js';
 import type { ProxyConfig } from './flags.js';
 import { HealthCheckNodePorts } from './health-check-node-ports.js';
 import type { Family } from './model/index.js';
-import { ObjectTracker } from './object-tracker.js';
+import { ObjectTracker } from '../k8s/index.js';
 import {
   PROXY_MODES,
   createProxier,

@@ -26,12 +26,6 @@ export {
   type ResolveOptions,
 } from './flags.js';
 export { registerProxyModes, type ProxyModeOptions } from './modes.js';
-export {
-  ObjectTracker,
-  type InvalidObject,
-  type ObjectChange,
-  type ObjectTrackerOptions,
-} from './object-tracker.js';
 export { SyncEngine, type ObjectSource, type SyncEngineOptions } from './sync-engine.js';
 export {
   SyncRunner,

@@ -26,7 +26,7 @@ import {
   type ServicePortMap,
   type ServiceSpec,
 } from './model/index.js';
-import type { ObjectChange } from './object-tracker.js';
+import type { ObjectChange } from '../k8s/index.js';
 import type { Proxier } from './proxier.js';
 import { SyncRunner, systemClock, type RunReason, type RunnerClock } from './sync-runner.js';
 

@@ -17,7 +17,7 @@ import {
   type AllocationKind,
   type OwnerHolds,
 } from '../ipam/index.js';
-import { parseEndpointSlice, parseService, serviceKey, sliceKey } from '../proxy/model/index.js';
+import { parseEndpointSlice, parseService, serviceKey, sliceKey } from '../k8s/index.js';
 import type { Store } from '../registry/index.js';
 import { canonicalJson, isRecord, type ManifestObject, type ObjectKind } from './manifest.js';
 

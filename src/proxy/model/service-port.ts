@@ -4,7 +4,7 @@
  * it is computed by pure functions so that golden tests can pin it.
  */
 import { isIP } from 'node:net';
-import type { EndpointSliceSpec, Family, Protocol, ServiceSpec } from './schema.js';
+import type { EndpointSliceSpec, Family, Protocol, ServiceSpec } from '../../k8s/schema.js';
 
 /** One endpoint of a service port. */
 export interface Endpoint {

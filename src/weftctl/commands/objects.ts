@@ -20,7 +20,7 @@ import {
   servicesPrefix,
   sliceKeysPrefix,
   type EndpointSliceSpec,
-} from '../../proxy/model/index.js';
+} from '../../k8s/index.js';
 import type { KeyValue, Store } from '../../registry/index.js';
 import { UsageError, defineCommand, expectArgs, type Command, type CommandContext } from '../command.js';
 import {

@@ -12,7 +12,7 @@ import {
 } from '../../../src/proxy/proxier.js';
 import { MemoryStore } from '../../../src/registry/index.js';
 import { serviceObject, sliceObject } from '../../helpers/proxy-objects.js';
-import { put, recordingLogger } from './tracker-helpers.js';
+import { put, recordingLogger } from '../k8s/tracker-helpers.js';
 
 /** Proxiers made by the test mode, in creation order. */
 const made: { ctx: ProxierContext; syncs: SyncRequest[]; cleaned: number; closed: number }[] = [];

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
 import { ErrorCodes, isWeftError } from '../../../src/errors/index.js';
-import { parseEndpointSlice, parseObjectKey, parseService } from '../../../src/proxy/model/index.js';
+import { parseEndpointSlice, parseObjectKey, parseService } from '../../../src/k8s/index.js';
 
 const KEY = '/weft/services/default/web';
 const SKEY = '/weft/endpointslices/default/web-1';

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { Backoff } from '../../../src/backoff/index.js';
 import { createRegistry } from '../../../src/metrics/index.js';
-import { ObjectTracker, type ObjectChange } from '../../../src/proxy/object-tracker.js';
+import { ObjectTracker, type ObjectChange } from '../../../src/k8s/index.js';
 import { MemoryStore } from '../../../src/registry/index.js';
 import { serviceObject, sliceObject } from '../../helpers/proxy-objects.js';
 import { FlakyStore, put, recordingLogger } from './tracker-helpers.js';

@@ -10,8 +10,8 @@
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { ErrorCodes, WeftError } from '../../errors/index.js';
-import { Cidr, canonicalIp } from '../../ipam/index.js';
+import { ErrorCodes, WeftError } from '../errors/index.js';
+import { Cidr, canonicalIp } from '../ipam/index.js';
 
 /** The L4 protocols a service port may use. */
 export const PROTOCOLS = ['TCP', 'UDP', 'SCTP'] as const;

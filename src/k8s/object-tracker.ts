@@ -10,16 +10,8 @@ import { isWeftError, messageOf } from '../errors/index.js';
 import type { Logger } from '../log/index.js';
 import { Gauge, metricName, type Registry } from '../metrics/index.js';
 import type { KeyValue, Store } from '../registry/index.js';
-import {
-  parseEndpointSlice,
-  parseObjectKey,
-  parseService,
-  servicesPrefix,
-  sliceKeysPrefix,
-  type EndpointSliceSpec,
-  type ObjectKind,
-  type ServiceSpec,
-} from './model/index.js';
+import { parseObjectKey, servicesPrefix, sliceKeysPrefix, type ObjectKind } from './keys.js';
+import { parseEndpointSlice, parseService, type EndpointSliceSpec, type ServiceSpec } from './schema.js';
 
 /** An object the tracker could not use. */
 export interface InvalidObject {
