@@ -244,14 +244,16 @@ t.test('affinity entries are capped: the least recently used one goes, counted',
 t.test('affinity and flow ages use the monotonic clock, not the wall clock', async (t) => {
   const realNow = Date.now;
   t.teardown(() => (Date.now = realNow));
+  // The wall clock, stubbed before anything reads it (a default clock may be captured at creation).
+  let wall = realNow();
+  Date.now = () => wall;
   const b = new Balancer({ affinityTimeoutSeconds: 10, random: seeded(5) });
   b.setTargets(eps(3));
   const flows = new UdpFlowTable<string>({ idleTimeoutMs: 60_000, onClose: () => {} });
   const a = targetKey(b.next('192.0.2.1')!);
   flows.add('192.0.2.1:1', a, 'sock');
   // An NTP step of one hour forward: neither the affinity nor the flow has aged.
-  const stepped = realNow() + 3_600_000;
-  Date.now = () => stepped;
+  wall += 3_600_000;
   t.equal(targetKey(b.next('192.0.2.1')!), a, 'affinity kept across a wall-clock step');
   t.equal(b.sweep(), 0);
   t.equal(flows.expire(), 0, 'flow kept across a wall-clock step');
