@@ -76,7 +76,7 @@ export interface UserspaceOptions {
    * so flows that were rejected are not stuck without NAT. Default true.
    */
   clearUdpConntrack?: boolean;
-  /** Milliseconds clock for affinity and flow expiry; for tests. */
+  /** Monotonic milliseconds clock for affinity and flow expiry; for tests. Default monotonicMs. */
   now?: () => number;
   /** Random source of the endpoint shuffle; for tests. */
   random?: () => number;

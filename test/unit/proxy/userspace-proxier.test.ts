@@ -364,3 +364,55 @@ t.test('caps are fitted to the file descriptor limit', async (t) => {
   const p = await make(recorder().runner, capture().log, { fdLimit: 1024, udpRelay: 'node' });
   t.ok(p.limits.maxUdpFlows <= 384 && p.limits.maxTcpConnections <= 384, JSON.stringify(p.limits));
 });
+
+for (const udpRelay of ['node', 'native'] as const) {
+  t.test(`UDP total flow cap and affinity cap (${udpRelay})`, async (t) => {
+    if (udpRelay === 'native' && !loadNative().addon) {
+      t.fail('the native addon must be built (make build) for this test');
+      return;
+    }
+    const server = dgram.createSocket('udp4');
+    server.on('message', (m, r) => server.send(`e:${m.toString()}`, r.port, r.address));
+    await new Promise<void>((r) => server.bind(0, '127.0.0.1', r));
+    t.teardown(() => server.close());
+    const base = loopbackPort(goldenServicePorts().get('kube-system/dns:dns')!, [ep(server.address().port)]);
+    // Two ports sharing a total of 4 flows; the second one with ClientIP affinity.
+    const a = { ...base };
+    const b = {
+      ...base,
+      id: 'kube-system/dns2:dns',
+      name: 'dns2',
+      clusterIP: '10.96.0.54',
+      affinityTimeoutSeconds: 600,
+    };
+    const p = await make(recorder().runner, capture().log, {
+      udpRelay,
+      udpIdleTimeoutMs: 60_000,
+      limits: { maxUdpFlows: 4, maxUdpFlowsPerPort: 100, maxAffinityEntries: 2 },
+    });
+    await p.sync({ servicePorts: new Map([a, b].map((s) => [s.id, s])), changed: undefined });
+    const ports = p.listenerPorts();
+    const clients: dgram.Socket[] = [];
+    t.teardown(() => clients.forEach((c) => c.close()));
+    const ask = async (from: string, port: number, msg: string) => {
+      const c = dgram.createSocket('udp4');
+      clients.push(c);
+      await new Promise<void>((r) => c.bind(0, from, r));
+      return new Promise<string>((resolve) => {
+        c.once('message', (m) => resolve(m.toString()));
+        c.send(msg, port, '127.0.0.1');
+      });
+    };
+    for (let i = 0; i < 3; i++) t.equal(await ask('127.0.0.1', ports.get(a.id)!, `a${i}`), `e:a${i}`);
+    // Five client addresses on the port with affinity: the total cap is reached on the second,
+    // and b can only give up its own flows; the affinity table keeps two addresses.
+    for (let i = 1; i <= 5; i++) t.equal(await ask(`127.0.0.${i}`, ports.get(b.id)!, `b${i}`), `e:b${i}`);
+    if (udpRelay === 'native') await new Promise((r) => setTimeout(r, 1300));
+    const s = p.stats();
+    t.equal(s.udpFlowsCreated, 8);
+    t.equal(s.udpFlowsActive, 4, 'the total cap holds across ports');
+    t.equal(s.udpFlowsEvicted, 4, "b's flows made room for b's new clients; a's were kept");
+    t.equal(s.affinityEvicted, 3, 'five addresses, two affinity entries: three evicted');
+    t.equal(s.udpDropped, 0);
+  });
+}
