@@ -471,6 +471,8 @@ Napi::Object UdpStatsObject(Napi::Env env, const UdpListenerStats& s) {
   o.Set("flowsCreated", Napi::Number::New(env, static_cast<double>(s.flows_created)));
   o.Set("flowsActive", Napi::Number::New(env, static_cast<double>(s.flows_active)));
   o.Set("dropped", Napi::Number::New(env, static_cast<double>(s.dropped)));
+  o.Set("flowsEvicted", Napi::Number::New(env, static_cast<double>(s.flows_evicted)));
+  o.Set("affinityEvicted", Napi::Number::New(env, static_cast<double>(s.affinity_evicted)));
   return o;
 }
 
@@ -515,6 +517,7 @@ class UdpRelayJs : public Napi::ObjectWrap<UdpRelayJs> {
     return DefineClass(env, "UdpRelay",
                        {InstanceMethod("addListener", &UdpRelayJs::AddListener),
                         InstanceMethod("setEndpoints", &UdpRelayJs::SetEndpoints),
+                        InstanceMethod("setLimits", &UdpRelayJs::SetLimits),
                         InstanceMethod("removeListener", &UdpRelayJs::RemoveListener),
                         InstanceMethod("close", &UdpRelayJs::Close)});
   }
@@ -609,6 +612,21 @@ class UdpRelayJs : public Napi::ObjectWrap<UdpRelayJs> {
     loop_.Post([this, id, targets = std::move(targets), affinity]() mutable {
       relay_->SetEndpoints(id, std::move(targets), affinity);
     });
+    return env.Undefined();
+  }
+
+  // setLimits(maxFlows, maxFlowsPerListener, maxAffinityEntries); 0 = unbounded.
+  Napi::Value SetLimits(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!open_) return Throw(env, "closed"), env.Undefined();
+    if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
+      return Throw(env, "setLimits(maxFlows, maxFlowsPerListener, maxAffinityEntries)"), env.Undefined();
+    auto count = [](const Napi::Value& v) {
+      double d = v.As<Napi::Number>().DoubleValue();
+      return d >= 1 && d < 9e15 ? static_cast<uint64_t>(d) : uint64_t{0};
+    };
+    uint64_t flows = count(info[0]), per = count(info[1]), affinity = count(info[2]);
+    loop_.Post([this, flows, per, affinity] { relay_->SetLimits(flows, per, affinity); });
     return env.Undefined();
   }
 

@@ -98,8 +98,14 @@ Buffers& ThreadBuffers() {
 
 class UdpFlow : public Pollable {
  public:
-  UdpFlow(UdpListener* l, int fd, const sockaddr_storage& client, const LocalAddr& local, std::string target)
-      : listener_(l), fd_(fd), client_(client), local_(local), target_(std::move(target)) {}
+  UdpFlow(UdpListener* l, int fd, std::string key, const sockaddr_storage& client, const LocalAddr& local,
+          std::string target)
+      : listener_(l),
+        fd_(fd),
+        key_(std::move(key)),
+        client_(client),
+        local_(local),
+        target_(std::move(target)) {}
   ~UdpFlow() override {
     if (fd_ >= 0) close(fd_);
   }
@@ -107,17 +113,24 @@ class UdpFlow : public Pollable {
 
   UdpListener* listener_;
   int fd_;
+  std::string key_;
   sockaddr_storage client_;
   LocalAddr local_;
   std::string target_;
   uint64_t last_ms_ = 0;
   bool dead_ = false;
+  std::list<UdpFlow*>::iterator lru_;
 };
+
+// A flood must not keep the thread in one listener: after this many batches the listener waits
+// for the next epoll_wait (level-triggered, so what is left is reported again), and the timer
+// tick, commands and other sockets get their turn.
+constexpr int kBatchesPerWake = 8;
 
 class UdpListener : public Pollable {
  public:
-  UdpListener(IoLoop* loop, uint32_t id, int fd, int family, uint32_t idle_ms)
-      : loop_(loop), id_(id), fd_(fd), family_(family), idle_ms_(idle_ms) {}
+  UdpListener(IoLoop* loop, UdpLimits* limits, uint32_t id, int fd, int family, uint32_t idle_ms)
+      : loop_(loop), limits_(limits), id_(id), fd_(fd), family_(family), idle_ms_(idle_ms) {}
   ~UdpListener() override {
     for (auto& [k, f] : flows_) Drop(f.get(), false);
     flows_.clear();
@@ -127,7 +140,12 @@ class UdpListener : public Pollable {
     }
   }
 
-  bool Start() { return loop_->Add(fd_, EPOLLIN | EPOLLET, this); }
+  bool Start() { return loop_->Add(fd_, EPOLLIN, this); }
+
+  // Ends every flow (giving their share of the total cap back); before the listener goes.
+  void EndAll() {
+    while (!lru_.empty()) EndFlow(lru_.front()->key_);
+  }
 
   void SetEndpoints(std::vector<UdpTarget> targets, uint32_t affinity_seconds) {
     targets_ = std::move(targets);
@@ -141,15 +159,21 @@ class UdpListener : public Pollable {
     }
     for (auto& k : gone) EndFlow(k);
     for (auto it = affinity_.begin(); it != affinity_.end();) {
-      bool kept = false;
-      for (auto& t : targets_) kept = kept || t.key == it->second.first;
-      it = kept ? std::next(it) : affinity_.erase(it);
+      bool kept = affinity_ms_ > 0;
+      bool found = false;
+      for (auto& t : targets_) found = found || t.key == it->second.target;
+      if (kept && found) {
+        ++it;
+      } else {
+        affinity_lru_.erase(it->second.lru);
+        it = affinity_.erase(it);
+      }
     }
   }
 
   void OnEvents(uint32_t) override {
     Buffers& b = ThreadBuffers();
-    for (;;) {
+    for (int batch = 0; batch < kBatchesPerWake; batch++) {
       for (size_t i = 0; i < kBatch; i++) {
         b.iov[i] = {b.data[i], kMaxDatagram};
         std::memset(&b.msgs[i], 0, sizeof b.msgs[i]);
@@ -173,7 +197,7 @@ class UdpListener : public Pollable {
           dropped_++;
           continue;
         }
-        f->last_ms_ = now;
+        Touch(f, now);
         if (send(f->fd_, b.data[i], b.msgs[i].msg_len, MSG_DONTWAIT) < 0) dropped_++;
       }
       if (static_cast<size_t>(n) < kBatch) return;
@@ -183,7 +207,7 @@ class UdpListener : public Pollable {
   // Replies of one flow: read in a batch, sent to the client in a batch.
   void Replies(UdpFlow* f) {
     Buffers& b = ThreadBuffers();
-    for (;;) {
+    for (int batch = 0; batch < kBatchesPerWake; batch++) {
       for (size_t i = 0; i < kBatch; i++) {
         b.iov[i] = {b.data[i], kMaxDatagram};
         std::memset(&b.msgs[i], 0, sizeof b.msgs[i]);
@@ -212,40 +236,72 @@ class UdpListener : public Pollable {
         sent += r;
       }
       out_ += static_cast<uint64_t>(sent);
-      f->last_ms_ = IoLoop::NowMs();
+      Touch(f, IoLoop::NowMs());
       if (static_cast<size_t>(n) < kBatch) return;
     }
   }
 
   void Tick(uint64_t now) {
-    std::vector<std::string> idle;
-    for (auto& [k, f] : flows_)
-      if (now - f->last_ms_ >= idle_ms_) idle.push_back(k);
-    for (auto& k : idle) EndFlow(k);
-    for (auto it = affinity_.begin(); it != affinity_.end();)
-      it = it->second.second <= now ? affinity_.erase(it) : std::next(it);
+    // Least recently active first: the first live one ends the scan.
+    while (!lru_.empty() && now - lru_.front()->last_ms_ >= idle_ms_) EndFlow(lru_.front()->key_);
+    while (!affinity_lru_.empty()) {
+      auto it = affinity_.find(affinity_lru_.front());
+      if (it != affinity_.end() && it->second.expires > now) break;
+      if (it != affinity_.end()) affinity_.erase(it);
+      affinity_lru_.pop_front();
+    }
   }
 
-  UdpListenerStats Stats() const { return UdpListenerStats{id_, in_, out_, created_, flows_.size(), dropped_}; }
+  UdpListenerStats Stats() const {
+    return UdpListenerStats{id_, in_, out_, created_, flows_.size(), dropped_, evicted_, affinity_evicted_};
+  }
 
  private:
+  struct Affinity {
+    std::string target;
+    uint64_t expires;
+    std::list<std::string>::iterator lru;
+  };
+
+  void Touch(UdpFlow* f, uint64_t now) {
+    f->last_ms_ = now;
+    if (f->dead_) return;
+    lru_.splice(lru_.end(), lru_, f->lru_);
+  }
+
+  // Room for one more flow: past a cap, this listener's flow idle the longest is closed. False
+  // when the total is full and this listener has none to give up.
+  bool MakeRoom() {
+    for (;;) {
+      bool full = (limits_->max_flows_per_listener > 0 && flows_.size() >= limits_->max_flows_per_listener) ||
+                  (limits_->max_flows > 0 && limits_->flows >= limits_->max_flows);
+      if (!full) return true;
+      if (lru_.empty()) return false;
+      EndFlow(lru_.front()->key_);
+      evicted_++;
+    }
+  }
+
   UdpFlow* FlowFor(const sockaddr_storage& client, const LocalAddr& local, uint64_t now) {
     std::string key = AddrKey(client);
     auto it = flows_.find(key);
     if (it != flows_.end()) return it->second.get();
     const UdpTarget* t = Choose(client, now);
     if (!t) return nullptr;
+    if (!MakeRoom()) return nullptr;
     int fd = socket(family_, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return nullptr;
     if (connect(fd, reinterpret_cast<const sockaddr*>(&t->addr), t->len) != 0) {
       close(fd);
       return nullptr;
     }
-    auto flow = std::make_unique<UdpFlow>(this, fd, client, local, t->key);
+    auto flow = std::make_unique<UdpFlow>(this, fd, key, client, local, t->key);
     flow->last_ms_ = now;
-    if (!loop_->Add(fd, EPOLLIN | EPOLLET, flow.get())) return nullptr;
+    if (!loop_->Add(fd, EPOLLIN, flow.get())) return nullptr;
     created_++;
+    limits_->flows++;
     UdpFlow* raw = flow.get();
+    raw->lru_ = lru_.insert(lru_.end(), raw);
     flows_[key] = std::move(flow);
     return raw;
   }
@@ -254,19 +310,35 @@ class UdpListener : public Pollable {
   // endpoint it got first, until the affinity timeout passes without traffic.
   const UdpTarget* Choose(const sockaddr_storage& client, uint64_t now) {
     if (targets_.empty()) return nullptr;
+    std::string ip = affinity_ms_ > 0 ? IpKey(client) : std::string();
     if (affinity_ms_ > 0) {
-      auto a = affinity_.find(IpKey(client));
-      if (a != affinity_.end()) {
+      auto a = affinity_.find(ip);
+      if (a != affinity_.end() && a->second.expires > now) {
         for (auto& t : targets_)
-          if (t.key == a->second.first) {
-            a->second.second = now + affinity_ms_;
+          if (t.key == a->second.target) {
+            a->second.expires = now + affinity_ms_;
+            affinity_lru_.splice(affinity_lru_.end(), affinity_lru_, a->second.lru);
             return &t;
           }
       }
     }
     const UdpTarget* t = &targets_[next_ % targets_.size()];
     next_ = (next_ + 1) % targets_.size();
-    if (affinity_ms_ > 0) affinity_[IpKey(client)] = {t->key, now + affinity_ms_};
+    if (affinity_ms_ > 0) {
+      auto old = affinity_.find(ip);
+      if (old != affinity_.end()) {
+        affinity_lru_.erase(old->second.lru);
+        affinity_.erase(old);
+      }
+      // Forged source addresses must not grow the table: the entry unused the longest goes.
+      while (limits_->max_affinity > 0 && affinity_.size() >= limits_->max_affinity && !affinity_lru_.empty()) {
+        affinity_.erase(affinity_lru_.front());
+        affinity_lru_.pop_front();
+        affinity_evicted_++;
+      }
+      auto lru = affinity_lru_.insert(affinity_lru_.end(), ip);
+      affinity_[ip] = Affinity{t->key, now + affinity_ms_, lru};
+    }
     return t;
   }
 
@@ -275,6 +347,8 @@ class UdpListener : public Pollable {
     if (it == flows_.end()) return;
     std::shared_ptr<UdpFlow> keep(it->second.release());
     flows_.erase(it);
+    lru_.erase(keep->lru_);
+    limits_->flows--;
     Drop(keep.get(), true);
     loop_->AfterBatch([keep] {});
   }
@@ -287,6 +361,7 @@ class UdpListener : public Pollable {
 
   friend class UdpFlow;
   IoLoop* loop_;
+  UdpLimits* limits_;
   uint32_t id_;
   int fd_;
   int family_;
@@ -295,8 +370,10 @@ class UdpListener : public Pollable {
   size_t next_ = 0;
   std::vector<UdpTarget> targets_;
   std::unordered_map<std::string, std::unique_ptr<UdpFlow>> flows_;
-  std::unordered_map<std::string, std::pair<std::string, uint64_t>> affinity_;
-  uint64_t in_ = 0, out_ = 0, created_ = 0, dropped_ = 0;
+  std::list<UdpFlow*> lru_;  // least recently active first
+  std::unordered_map<std::string, Affinity> affinity_;
+  std::list<std::string> affinity_lru_;  // least recently used first
+  uint64_t in_ = 0, out_ = 0, created_ = 0, dropped_ = 0, evicted_ = 0, affinity_evicted_ = 0;
 };
 
 void UdpFlow::OnEvents(uint32_t) {
@@ -307,7 +384,7 @@ UdpRelay::UdpRelay(IoLoop* loop) : loop_(loop) {}
 UdpRelay::~UdpRelay() = default;
 
 void UdpRelay::AddListener(uint32_t id, int fd, int family, uint32_t idle_ms) {
-  auto l = std::make_unique<UdpListener>(loop_, id, fd, family, idle_ms);
+  auto l = std::make_unique<UdpListener>(loop_, &limits_, id, fd, family, idle_ms);
   if (!l->Start()) return;
   listeners_[id] = std::move(l);
 }
@@ -315,6 +392,7 @@ void UdpRelay::AddListener(uint32_t id, int fd, int family, uint32_t idle_ms) {
 void UdpRelay::RemoveListener(uint32_t id) {
   auto it = listeners_.find(id);
   if (it == listeners_.end()) return;
+  it->second->EndAll();
   std::shared_ptr<UdpListener> keep(it->second.release());
   listeners_.erase(it);
   // Its flows may still be named by events of this batch.
@@ -324,6 +402,12 @@ void UdpRelay::RemoveListener(uint32_t id) {
 void UdpRelay::SetEndpoints(uint32_t id, std::vector<UdpTarget> targets, uint32_t affinity_seconds) {
   auto it = listeners_.find(id);
   if (it != listeners_.end()) it->second->SetEndpoints(std::move(targets), affinity_seconds);
+}
+
+void UdpRelay::SetLimits(uint64_t max_flows, uint64_t max_flows_per_listener, uint64_t max_affinity) {
+  limits_.max_flows = max_flows;
+  limits_.max_flows_per_listener = max_flows_per_listener;
+  limits_.max_affinity = max_affinity;
 }
 
 void UdpRelay::Tick(uint64_t now_ms) {

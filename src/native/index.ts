@@ -88,8 +88,12 @@ export interface NativeUdpListenerStats {
   datagramsOut: number;
   flowsCreated: number;
   flowsActive: number;
-  /** Datagrams dropped: no endpoint, or a send failed. */
+  /** Datagrams dropped: no endpoint, no flow could be opened (caps full), or a send failed. */
   dropped: number;
+  /** Flows closed early to make room for a new client (a flow cap was reached). */
+  flowsEvicted: number;
+  /** ClientIP affinity entries dropped early to make room (the affinity cap was reached). */
+  affinityEvicted: number;
 }
 
 /**
@@ -102,6 +106,11 @@ export interface NativeUdpRelay {
   addListener(id: number, bindIp: string, port: number, idleTimeoutMs: number): number;
   /** Replaces the endpoints; flows to endpoints no longer listed end at once. */
   setEndpoints(id: number, endpoints: [string, number][], affinitySeconds: number): void;
+  /**
+   * Caps for flows created from now on: in total, per listener, and affinity entries per
+   * listener (0 = unbounded). Past a cap the least recently active entry is closed and counted.
+   */
+  setLimits(maxFlows: number, maxFlowsPerListener: number, maxAffinityEntries: number): void;
   removeListener(id: number): void;
   close(): void;
 }

@@ -191,7 +191,10 @@ export class WeftProxy {
 
       const proxiers: Proxier[] = [];
       for (const family of config.clusterCidrs.keys()) {
-        const ctx = proxierContext(config, family, runner, this.#component('proxier', { family }));
+        const ctx = {
+          ...proxierContext(config, family, runner, this.#component('proxier', { family })),
+          metrics: this.#metrics,
+        };
         const p = await createProxier(config.flags.proxyMode, ctx);
         proxiers.push(p);
         this.#closers.push(() => p.close());

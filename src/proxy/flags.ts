@@ -25,6 +25,7 @@ import {
   formatHelp,
   listFlag,
   parseFlags,
+  intFlag,
   stringFlag,
   type FlagValues,
 } from '../cli/flag-parser.js';
@@ -38,6 +39,7 @@ import {
 import { Cidr, isIPv4, isIPv6 } from '../ipam/index.js';
 import { DEFAULT_PROXY_PREFIX, type Family } from './model/index.js';
 import { PROXY_MODES } from './proxier.js';
+import { DEFAULT_USERSPACE_LIMITS, type UserspaceLimits } from './userspace/limits.js';
 
 /** Environment variable prefix: `--proxy-mode` reads `WEFT_PROXY_PROXY_MODE`. */
 export const PROXY_ENV_PREFIX = 'WEFT_PROXY';
@@ -158,6 +160,57 @@ export const PROXY_FLAGS = defineFlags({
     default: '1s',
     validate: (v) => duration(v) ?? (parseDuration(v) <= 0 ? 'must be more than 0' : undefined),
   }),
+  userspaceTcpIdleTimeout: stringFlag({
+    name: 'userspace-tcp-idle-timeout',
+    metavar: '<duration>',
+    description:
+      'userspace mode: a relayed TCP connection with no byte either way for this long is closed. 0 turns ' +
+      'the timeout off.',
+    default: '1h',
+    validate: duration,
+  }),
+  userspaceMaxTcpConnections: intFlag({
+    name: 'userspace-max-tcp-connections',
+    metavar: '<n>',
+    description:
+      'userspace mode: TCP connections relayed at once, all service ports together; more are reset and ' +
+      'counted. Lowered at start to fit the file descriptor limit (RLIMIT_NOFILE).',
+    default: DEFAULT_USERSPACE_LIMITS.maxTcpConnections,
+    min: 1,
+  }),
+  userspaceMaxTcpConnectionsPerPort: intFlag({
+    name: 'userspace-max-tcp-connections-per-port',
+    metavar: '<n>',
+    description: 'userspace mode: TCP connections relayed at once through one service port.',
+    default: DEFAULT_USERSPACE_LIMITS.maxTcpConnectionsPerPort,
+    min: 1,
+  }),
+  userspaceMaxUdpFlows: intFlag({
+    name: 'userspace-max-udp-flows',
+    metavar: '<n>',
+    description:
+      'userspace mode: UDP flows (one socket per client address and port), all service ports together. ' +
+      "A new client past the cap takes the place of its port's flow idle the longest (counted). Lowered " +
+      'at start to fit the file descriptor limit.',
+    default: DEFAULT_USERSPACE_LIMITS.maxUdpFlows,
+    min: 1,
+  }),
+  userspaceMaxUdpFlowsPerPort: intFlag({
+    name: 'userspace-max-udp-flows-per-port',
+    metavar: '<n>',
+    description: 'userspace mode: UDP flows of one service port.',
+    default: DEFAULT_USERSPACE_LIMITS.maxUdpFlowsPerPort,
+    min: 1,
+  }),
+  userspaceMaxAffinityEntries: intFlag({
+    name: 'userspace-max-affinity-entries',
+    metavar: '<n>',
+    description:
+      'userspace mode: ClientIP affinity entries per service port; past it the least recently used one ' +
+      'is dropped (counted).',
+    default: DEFAULT_USERSPACE_LIMITS.maxAffinityEntries,
+    min: 1,
+  }),
   ...ETCD_CONNECTION_FLAGS,
   ...ETCD_AUTH_FLAGS,
   registry: registryFlag('services and endpoint slices'),
@@ -201,6 +254,10 @@ export interface ProxyConfig {
   minSyncPeriodMs: number;
   syncPeriodMs: number;
   udpTimeoutMs: number;
+  /** userspace mode: the caps from the `--userspace-max-*` flags (before the fd budget). */
+  userspaceLimits: UserspaceLimits;
+  /** userspace mode: idle timeout of a relayed TCP connection, ms; 0 = none. */
+  userspaceTcpIdleTimeoutMs: number;
   /** Undefined: disabled. */
   healthz: BindAddress | undefined;
   /** Undefined: disabled. */
@@ -280,6 +337,14 @@ export function resolveProxyConfig(flags: ProxyFlags, opts: ResolveOptions = {})
     minSyncPeriodMs: parseDuration(flags.minSyncPeriod),
     syncPeriodMs: parseDuration(flags.syncPeriod),
     udpTimeoutMs: parseDuration(flags.udpTimeout),
+    userspaceLimits: {
+      maxTcpConnections: flags.userspaceMaxTcpConnections,
+      maxTcpConnectionsPerPort: flags.userspaceMaxTcpConnectionsPerPort,
+      maxUdpFlows: flags.userspaceMaxUdpFlows,
+      maxUdpFlowsPerPort: flags.userspaceMaxUdpFlowsPerPort,
+      maxAffinityEntries: flags.userspaceMaxAffinityEntries,
+    },
+    userspaceTcpIdleTimeoutMs: parseDuration(flags.userspaceTcpIdleTimeout),
     healthz: parseBindAddress(flags.healthzBindAddress, DEFAULT_HEALTHZ_PORT),
     metrics: parseBindAddress(flags.metricsBindAddress, DEFAULT_METRICS_PORT),
   };

@@ -37,7 +37,11 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   rootLogger().level = flags.logLevel;
-  registerProxyModes({ udpTimeoutMs: config.udpTimeoutMs });
+  registerProxyModes({
+    udpTimeoutMs: config.udpTimeoutMs,
+    userspaceLimits: config.userspaceLimits,
+    userspaceTcpIdleTimeoutMs: config.userspaceTcpIdleTimeoutMs,
+  });
 
   if (flags.cleanup) {
     const log = componentLogger('cleanup');

@@ -6,12 +6,16 @@
 import { createIptablesProxier } from './iptables/index.js';
 import { createNftablesProxier } from './nftables/index.js';
 import { registerProxier } from './proxier.js';
-import { createUserspaceProxier } from './userspace/index.js';
+import { createUserspaceProxier, type UserspaceLimits } from './userspace/index.js';
 
 /** Options of {@link registerProxyModes}. */
 export interface ProxyModeOptions {
   /** userspace mode: idle timeout of a UDP flow, ms (`--udp-timeout`). */
   udpTimeoutMs?: number;
+  /** userspace mode: caps (`--userspace-max-*`). */
+  userspaceLimits?: UserspaceLimits;
+  /** userspace mode: idle timeout of a relayed TCP connection, ms (`--userspace-tcp-idle-timeout`). */
+  userspaceTcpIdleTimeoutMs?: number;
 }
 
 /** Registers nftables, iptables and userspace under their mode names. */
@@ -21,6 +25,10 @@ export function registerProxyModes(opts: ProxyModeOptions = {}): void {
   registerProxier('userspace', (ctx) =>
     createUserspaceProxier(ctx, {
       ...(opts.udpTimeoutMs !== undefined && { udpIdleTimeoutMs: opts.udpTimeoutMs }),
+      ...(opts.userspaceLimits && { limits: opts.userspaceLimits }),
+      ...(opts.userspaceTcpIdleTimeoutMs !== undefined && {
+        tcpIdleTimeoutMs: opts.userspaceTcpIdleTimeoutMs,
+      }),
     }),
   );
 }

@@ -7,6 +7,7 @@
 import { invalid } from '../errors/index.js';
 import type { CommandRunner } from '../exec/index.js';
 import type { Logger } from '../log/index.js';
+import type { Registry } from '../metrics/index.js';
 import type { Family, ServicePortMap } from './model/index.js';
 
 /** The proxy modes, default first. */
@@ -37,6 +38,8 @@ export interface ProxierContext {
   /** Runs nft, iptables-restore and friends; tests pass one that enters a namespace. */
   runner: CommandRunner;
   log: Logger;
+  /** Where a mode publishes metrics of its own (the userspace relay's); none when undefined. */
+  metrics?: Registry;
 }
 
 /** One sync: the whole desired state, and what changed since the previous sync. */

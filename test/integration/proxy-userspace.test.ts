@@ -16,6 +16,7 @@ import type { Endpoint, Protocol, ServicePort } from '../../src/proxy/model/inde
 import { createUserspaceProxier, type UserspaceProxier } from '../../src/proxy/userspace/index.js';
 import { runInNetns } from '../helpers/netns-test.js';
 import { run } from '../lab/exec.js';
+import { createNetns, deleteNetns, netnsName, newRunId } from '../lab/netns.js';
 
 const EPS = ['10.244.1.2', '10.244.1.3', '10.244.1.4'];
 const TCP_PORT = 8080;
@@ -212,6 +213,80 @@ runInNetns(
 
     await t.test('NodePort on a local address', async (t) => {
       t.ok(EPS.includes(await fetchTcp('10.244.1.3', 30080)));
+    });
+
+    await t.test('from another namespace: services answer, listener ports do not', async (t) => {
+      // A client on another host (here another namespace behind a veth): the redirect in
+      // prerouting sends its traffic to the listener on the node's address; a connection made
+      // straight to that address and port, as a port scan would, must not reach the listener.
+      const peer = netnsName(newRunId(), 'usp');
+      await createNetns(peer);
+      t.teardown(() => deleteNetns(peer));
+      await ip('link', 'add', 'wg0', 'type', 'veth', 'peer', 'name', 'wg1');
+      await ip('link', 'set', 'wg1', 'netns', peer);
+      await ip('addr', 'add', '10.250.0.1/24', 'dev', 'wg0');
+      await ip('link', 'set', 'wg0', 'up');
+      const inPeer = (...args: string[]) => run('ip', args, { netns: peer });
+      await inPeer('addr', 'add', '10.250.0.2/24', 'dev', 'wg1');
+      await inPeer('link', 'set', 'wg1', 'up');
+      await inPeer('route', 'add', '10.96.0.0/16', 'via', '10.250.0.1');
+      await inPeer('route', 'add', '10.244.0.0/16', 'via', '10.250.0.1');
+      /** Runs a CommonJS snippet in the peer; it prints one line. */
+      const peerSays = async (script: string) =>
+        (
+          await run('env', ['-u', 'NODE_OPTIONS', process.execPath, '-e', script], {
+            netns: peer,
+            allowFail: true,
+            timeoutMs: 10_000,
+          })
+        ).stdout.trim();
+      const tcp = (host: string, port: number) =>
+        peerSays(`
+          const s = require('net').connect(${port}, '${host}');
+          let out = '';
+          const timer = setTimeout(() => { console.log('TIMEOUT'); process.exit(0); }, 1500);
+          s.on('data', (d) => (out += d));
+          s.on('end', () => { clearTimeout(timer); console.log('OK ' + out); });
+          s.on('error', (e) => { clearTimeout(timer); console.log('ERR ' + e.code); });`);
+      const udp = (host: string, port: number) =>
+        peerSays(`
+          const s = require('dgram').createSocket('udp4');
+          const timer = setTimeout(() => { console.log('TIMEOUT'); process.exit(0); }, 1500);
+          s.on('message', (m, r) => { clearTimeout(timer); console.log('OK ' + m + ' from ' + r.address); s.close(); });
+          s.send('peer', ${port}, '${host}');`);
+      t.match(await tcp('10.96.0.10', 80), /^OK 10\.244\.1\.\d$/, 'ClusterIP through the redirect');
+      t.match(await tcp('10.250.0.1', 30080), /^OK 10\.244\.1\.\d$/, 'NodePort through the redirect');
+      t.match(await udp('10.96.0.53', 53), /^OK 10\.244\.1\.\d:peer from 10\.96\.0\.53$/, 'UDP service');
+      const webPort = ports.get('default/web')!;
+      const dnsPort = ports.get('default/dns')!;
+      t.equal(await tcp('10.250.0.1', webPort), 'TIMEOUT', 'TCP listener port: dropped');
+      t.equal(await tcp('10.244.1.2', webPort), 'TIMEOUT', 'on any node address');
+      t.equal(await udp('10.250.0.1', dnsPort), 'TIMEOUT', 'UDP listener port: dropped');
+      // The node itself is no exception: only redirected connections reach the listeners.
+      t.equal(
+        await withTimeout(
+          new Promise<string>((resolve) => {
+            const s = net.connect({ host: '127.0.0.1', port: webPort });
+            const timer = setTimeout(() => {
+              s.destroy();
+              resolve('TIMEOUT');
+            }, 1000);
+            s.on('connect', () => {
+              clearTimeout(timer);
+              s.destroy();
+              resolve('connected');
+            });
+            s.on('error', () => {
+              clearTimeout(timer);
+              resolve('error');
+            });
+          }),
+          3000,
+          'local direct connect',
+        ),
+        'TIMEOUT',
+        'a local direct connection is dropped too',
+      );
     });
 
     await t.test('UDP request/reply, the reply coming from the ClusterIP', async (t) => {

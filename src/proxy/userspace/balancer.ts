@@ -5,6 +5,8 @@
  * affinity with a TTL, and connect failover to the next endpoint with growing timeouts.
  */
 
+import { monotonicMs } from '../../clock/index.js';
+
 /** Where a listener sends traffic. */
 export interface Target {
   ip: string;
@@ -20,7 +22,14 @@ export function targetKey(t: Target): string {
 export interface BalancerOptions {
   /** ClientIP affinity timeout in seconds; 0 turns affinity off. */
   affinityTimeoutSeconds?: number;
-  /** Milliseconds clock; injected by tests. Default `Date.now`. */
+  /**
+   * Most ClientIP affinity entries kept; past it the least recently used one is dropped (and
+   * counted through `onAffinityEvicted`). Default 16384.
+   */
+  maxAffinityEntries?: number;
+  /** Called once per affinity entry dropped to make room. */
+  onAffinityEvicted?: () => void;
+  /** Monotonic milliseconds clock; injected by tests. Default {@link monotonicMs}. */
   now?: () => number;
   /** A number in [0, 1); injected by tests to make the shuffle deterministic. Default `Math.random`. */
   random?: () => number;
@@ -37,13 +46,18 @@ export class Balancer {
   #keys = new Set<string>();
   #next = 0;
   #affinityMs: number;
+  /** In least recently used order: a use moves an entry to the end. */
   readonly #affinity = new Map<string, Affinity>();
+  readonly #maxAffinity: number;
+  readonly #onEvicted: () => void;
   readonly #now: () => number;
   readonly #random: () => number;
 
   constructor(opts: BalancerOptions = {}) {
     this.#affinityMs = (opts.affinityTimeoutSeconds ?? 0) * 1000;
-    this.#now = opts.now ?? Date.now;
+    this.#maxAffinity = Math.max(1, opts.maxAffinityEntries ?? 16_384);
+    this.#onEvicted = opts.onAffinityEvicted ?? (() => {});
+    this.#now = opts.now ?? monotonicMs;
     this.#random = opts.random ?? Math.random;
   }
 
@@ -95,13 +109,24 @@ export class Balancer {
         const t = this.#targets.find((x) => targetKey(x) === a.key);
         if (t) {
           a.lastUsed = now;
+          this.#affinity.delete(clientIp);
+          this.#affinity.set(clientIp, a);
           return t;
         }
       }
     }
     const t = this.#targets[this.#next % this.#targets.length] as Target;
     this.#next = (this.#next + 1) % this.#targets.length;
-    if (this.#affinityMs > 0) this.#affinity.set(clientIp, { key: targetKey(t), lastUsed: now });
+    if (this.#affinityMs > 0) {
+      this.#affinity.delete(clientIp);
+      // Forged source addresses must not grow the table: the entry unused the longest goes.
+      while (this.#affinity.size >= this.#maxAffinity) {
+        const oldest = this.#affinity.keys().next().value as string;
+        this.#affinity.delete(oldest);
+        this.#onEvicted();
+      }
+      this.#affinity.set(clientIp, { key: targetKey(t), lastUsed: now });
+    }
     return t;
   }
 
@@ -109,11 +134,11 @@ export class Balancer {
   sweep(): number {
     const now = this.#now();
     let n = 0;
+    // Least recently used first: the first entry still fresh ends the scan.
     for (const [client, a] of this.#affinity) {
-      if (now - a.lastUsed > this.#affinityMs) {
-        this.#affinity.delete(client);
-        n++;
-      }
+      if (now - a.lastUsed <= this.#affinityMs) break;
+      this.#affinity.delete(client);
+      n++;
     }
     return n;
   }

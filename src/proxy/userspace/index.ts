@@ -10,6 +10,14 @@ export {
   type UserspaceProxier,
 } from './proxier.js';
 export { loadRelay, type LoadRelayOptions } from './load-relay.js';
+export {
+  DEFAULT_TCP_IDLE_TIMEOUT_MS,
+  DEFAULT_USERSPACE_LIMITS,
+  fdReserve,
+  fitToFdLimit,
+  softFdLimit,
+  type UserspaceLimits,
+} from './limits.js';
 export { createNativeRelay } from './native-relay.js';
 export { createNodeRelay, type PipeOptions, type Relay, type RelayEnd, type RelayStats } from './relay.js';
 export {
@@ -21,7 +29,7 @@ export {
   type DialResult,
   type Target,
 } from './balancer.js';
-export { UdpFlowTable, type Flow, type UdpFlowTableOptions } from './udp-flows.js';
+export { UdpFlowTable, type Flow, type FlowBudget, type UdpFlowTableOptions } from './udp-flows.js';
 export {
   EXTERNAL_SUFFIX,
   USERSPACE_TABLE,

@@ -5,9 +5,11 @@
 import type { Logger } from '../../log/index.js';
 import type { NativeUdpRelay } from '../../native/index.js';
 import type { Family } from '../model/index.js';
-import type { Balancer } from './balancer.js';
+import { Balancer } from './balancer.js';
+import type { UserspaceLimits } from './limits.js';
 import type { Relay } from './relay.js';
 import type { ListenerPlan, ListenerProtocol } from './rules.js';
+import type { FlowBudget } from './udp-flows.js';
 
 /** The addon's UDP relay as the listeners use it: one per proxier, listener ids allocated here. */
 export interface UdpRelayHost {
@@ -26,11 +28,19 @@ export interface UserspaceStats {
   tcpActive: number;
   /** Connections refused (reset) because no endpoint could be reached. */
   tcpDialFailures: number;
+  /** Connections refused (reset at once) because a connection cap was reached. */
+  tcpRefused: number;
   /** Connect attempts that failed and moved to the next endpoint. */
   tcpDialRetries: number;
   /** UDP flows created. */
   udpFlowsCreated: number;
-  /** Datagrams dropped because the port had no endpoint. */
+  /** UDP flows live now. */
+  udpFlowsActive: number;
+  /** UDP flows closed early to make room for a new client (a flow cap was reached). */
+  udpFlowsEvicted: number;
+  /** ClientIP affinity entries dropped early to make room (the affinity cap was reached). */
+  affinityEvicted: number;
+  /** Datagrams dropped: the port had no endpoint, no flow could be opened, or a send failed. */
   udpDropped: number;
   /** Bytes (TCP payload and UDP datagrams) from clients to endpoints. */
   bytesFromClients: number;
@@ -44,8 +54,12 @@ export function emptyStats(): UserspaceStats {
     tcpAccepted: 0,
     tcpActive: 0,
     tcpDialFailures: 0,
+    tcpRefused: 0,
     tcpDialRetries: 0,
     udpFlowsCreated: 0,
+    udpFlowsActive: 0,
+    udpFlowsEvicted: 0,
+    affinityEvicted: 0,
     udpDropped: 0,
     bytesFromClients: 0,
     bytesToClients: 0,
@@ -61,6 +75,12 @@ export interface ListenerDeps {
   tcpIdleTimeoutMs: number;
   udpIdleTimeoutMs: number;
   dialTimeoutsMs: readonly number[];
+  /** The caps, already fitted to the fd limit. */
+  limits: UserspaceLimits;
+  /** TCP connections being dialled or relayed, all listeners together. */
+  tcpBudget: { used: number };
+  /** UDP flows of the Node listeners, all together. */
+  udpBudget: FlowBudget;
   now?: () => number;
   random?: () => number;
   /** The addon's UDP relay; UDP listeners use it instead of Node sockets when set. */
@@ -81,4 +101,15 @@ export interface Listener {
   sweep(): void;
   /** Stops accepting; relayed TCP connections go on until they end (or the relay closes). */
   close(): Promise<void>;
+}
+
+/** A listener's balancer, with the affinity cap and its eviction counter. */
+export function newBalancer(plan: ListenerPlan, deps: ListenerDeps): Balancer {
+  return new Balancer({
+    affinityTimeoutSeconds: plan.servicePort.affinityTimeoutSeconds,
+    maxAffinityEntries: deps.limits.maxAffinityEntries,
+    onAffinityEvicted: () => deps.stats.affinityEvicted++,
+    ...(deps.now ? { now: deps.now } : {}),
+    ...(deps.random ? { random: deps.random } : {}),
+  });
 }

@@ -6,9 +6,9 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { messageOf } from '../../errors/index.js';
-import { Balancer, dialWithFailover, targetKey, type Target } from './balancer.js';
+import { dialWithFailover, targetKey, type Balancer, type Target } from './balancer.js';
 import type { ListenerPlan } from './rules.js';
-import type { Listener, ListenerDeps } from './listener-contract.js';
+import { newBalancer, type Listener, type ListenerDeps } from './listener-contract.js';
 import { NativeUdpListener } from './native-udp-listener.js';
 import { UdpFlowTable, type Flow } from './udp-flows.js';
 
@@ -18,14 +18,6 @@ export { emptyStats, type Listener, type ListenerDeps, type UserspaceStats } fro
 export function createListener(plan: ListenerPlan, deps: ListenerDeps): Listener {
   if (plan.protocol === 'TCP') return new TcpListener(plan, deps);
   return deps.udpRelay ? new NativeUdpListener(plan, deps, deps.udpRelay) : new UdpListener(plan, deps);
-}
-
-function newBalancer(plan: ListenerPlan, deps: ListenerDeps): Balancer {
-  return new Balancer({
-    affinityTimeoutSeconds: plan.servicePort.affinityTimeoutSeconds,
-    ...(deps.now ? { now: deps.now } : {}),
-    ...(deps.random ? { random: deps.random } : {}),
-  });
 }
 
 function unmapped(ip: string | undefined): string {
@@ -59,6 +51,8 @@ class TcpListener implements Listener {
   port = 0;
   readonly #deps: ListenerDeps;
   readonly #server: net.Server;
+  /** Connections of this listener being dialled or relayed. */
+  #open = 0;
 
   constructor(plan: ListenerPlan, deps: ListenerDeps) {
     this.key = plan.key;
@@ -95,16 +89,32 @@ class TcpListener implements Listener {
   }
 
   #accept(client: net.Socket): void {
-    const { stats, log } = this.#deps;
+    const { stats, log, limits, tcpBudget } = this.#deps;
     stats.tcpAccepted++;
     // Until the relay takes over, a client reset must not become an uncaught error.
     client.on('error', () => {});
+    // Full: refuse at once (RST), before any endpoint or file descriptor is spent on it.
+    if (this.#open >= limits.maxTcpConnectionsPerPort || tcpBudget.used >= limits.maxTcpConnections) {
+      stats.tcpRefused++;
+      client.resetAndDestroy();
+      return;
+    }
+    this.#open++;
+    tcpBudget.used++;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.#open--;
+      tcpBudget.used--;
+    };
     const clientIp = unmapped(client.remoteAddress);
     dialWithFailover(this.balancer, clientIp, connectTcp, this.#deps.dialTimeoutsMs).then(
       ({ conn, target, failures }) => {
         stats.tcpDialRetries += failures;
         if (client.destroyed) {
           conn.destroy();
+          release();
           return;
         }
         stats.tcpActive++;
@@ -112,12 +122,14 @@ class TcpListener implements Listener {
         void this.#deps.relay
           .pipeTcp(client, conn, { idleTimeoutMs: this.#deps.tcpIdleTimeoutMs })
           .then((r) => {
+            release();
             stats.tcpActive--;
             stats.bytesFromClients += r.bytesFromClient;
             stats.bytesToClients += r.bytesFromUpstream;
           });
       },
       (err: unknown) => {
+        release();
         stats.tcpDialFailures++;
         log.warn(
           { listener: this.key, client: clientIp, err: messageOf(err) },
@@ -159,7 +171,13 @@ class UdpListener implements Listener {
     this.balancer = newBalancer(plan, deps);
     this.#flows = new UdpFlowTable<Upstream>({
       idleTimeoutMs: deps.udpIdleTimeoutMs,
-      onClose: (f) => closeQuietly(f.upstream.sock),
+      maxFlows: deps.limits.maxUdpFlowsPerPort,
+      budget: deps.udpBudget,
+      onClose: (f) => {
+        deps.stats.udpFlowsActive--;
+        closeQuietly(f.upstream.sock);
+      },
+      onEvicted: () => deps.stats.udpFlowsEvicted++,
       ...(deps.now ? { now: deps.now } : {}),
     });
     this.update(plan);
@@ -243,7 +261,7 @@ class UdpListener implements Listener {
     let flow = this.#flows.get(client);
     if (!flow) {
       const target = this.balancer.next(unmapped(rinfo.address));
-      if (!target) {
+      if (!target || !this.#flows.makeRoom()) {
         stats.udpDropped++;
         return;
       }
@@ -261,6 +279,7 @@ class UdpListener implements Listener {
     const up: Upstream = { sock, pending: [] };
     const flow = this.#flows.add(client, targetKey(target), up);
     stats.udpFlowsCreated++;
+    stats.udpFlowsActive++;
     sock.on('message', (reply) => {
       this.#flows.touch(flow);
       stats.bytesToClients += reply.length;

@@ -5,8 +5,15 @@
  * balancer's shuffled order and affinity setting and hands both to the addon on every change.
  */
 import type { NativeUdpListenerStats, NativeUdpRelay } from '../../native/index.js';
-import { Balancer } from './balancer.js';
-import type { Listener, ListenerDeps, UdpRelayHost, UserspaceStats } from './listener-contract.js';
+import type { Balancer } from './balancer.js';
+import {
+  newBalancer,
+  type Listener,
+  type ListenerDeps,
+  type UdpRelayHost,
+  type UserspaceStats,
+} from './listener-contract.js';
+import type { UserspaceLimits } from './limits.js';
 import type { ListenerPlan } from './rules.js';
 
 /** The addon's UDP relay shared by a proxier's listeners, with id allocation and counters. */
@@ -15,19 +22,34 @@ export class NativeUdpRelayHost implements UdpRelayHost {
   #next = 1;
   readonly #last = new Map<number, NativeUdpListenerStats>();
 
+  readonly #stats: UserspaceStats;
+
   constructor(
     create: (onStats: (s: NativeUdpListenerStats[]) => void) => NativeUdpRelay,
     stats: UserspaceStats,
+    limits?: UserspaceLimits,
   ) {
+    this.#stats = stats;
     this.relay = create((batch) => {
       // The addon reports totals per listener; the proxier's counters take the increments.
       for (const s of batch) {
         const before = this.#last.get(s.id);
         stats.udpFlowsCreated += s.flowsCreated - (before?.flowsCreated ?? 0);
         stats.udpDropped += s.dropped - (before?.dropped ?? 0);
+        stats.udpFlowsEvicted += (s.flowsEvicted ?? 0) - (before?.flowsEvicted ?? 0);
+        stats.affinityEvicted += (s.affinityEvicted ?? 0) - (before?.affinityEvicted ?? 0);
         this.#last.set(s.id, s);
       }
+      this.#countActive();
     });
+    if (limits)
+      this.relay.setLimits(limits.maxUdpFlows, limits.maxUdpFlowsPerPort, limits.maxAffinityEntries);
+  }
+
+  #countActive(): void {
+    let n = 0;
+    for (const s of this.#last.values()) n += s.flowsActive;
+    this.#stats.udpFlowsActive = n;
   }
 
   nextId(): number {
@@ -36,6 +58,7 @@ export class NativeUdpRelayHost implements UdpRelayHost {
 
   forget(id: number): void {
     this.#last.delete(id);
+    this.#countActive();
   }
 
   close(): void {
@@ -60,10 +83,8 @@ export class NativeUdpListener implements Listener {
     this.#host = host;
     this.#id = host.nextId();
     this.#plan = plan;
-    this.balancer = new Balancer({
-      affinityTimeoutSeconds: plan.servicePort.affinityTimeoutSeconds,
-      ...(deps.random ? { random: deps.random } : {}),
-    });
+    // Only its order and affinity setting are used: the addon keeps the affinity entries.
+    this.balancer = newBalancer(plan, deps);
   }
 
   listen(host: string, port: number): Promise<void> {

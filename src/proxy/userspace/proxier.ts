@@ -19,7 +19,16 @@ import {
   type Listener,
   type UserspaceStats,
 } from './listeners.js';
+import {
+  DEFAULT_TCP_IDLE_TIMEOUT_MS,
+  DEFAULT_USERSPACE_LIMITS,
+  fdReserve,
+  fitToFdLimit,
+  softFdLimit,
+  type UserspaceLimits,
+} from './limits.js';
 import { loadRelay } from './load-relay.js';
+import { publishUserspaceMetrics } from './metrics.js';
 import { NativeUdpRelayHost } from './native-udp-listener.js';
 import type { Relay } from './relay.js';
 import { USERSPACE_TABLE, planAll, renderCleanup, renderUserspaceRules, type ListenerPlan } from './rules.js';
@@ -35,8 +44,18 @@ export interface UserspaceOptions {
   listenerPort?: (key: string) => number;
   /** A UDP flow with no datagram in either direction for this long is closed. Default 1000. */
   udpIdleTimeoutMs?: number;
-  /** A relayed TCP connection idle in both directions for this long is closed. Default 0 (never). */
+  /**
+   * A relayed TCP connection idle in both directions for this long is closed. Default one hour;
+   * 0 turns the timeout off.
+   */
   tcpIdleTimeoutMs?: number;
+  /**
+   * Caps on connections, flows and affinity entries; missing ones take
+   * {@link DEFAULT_USERSPACE_LIMITS}. Cut further to fit the file descriptor limit.
+   */
+  limits?: Partial<UserspaceLimits>;
+  /** The soft RLIMIT_NOFILE to fit the caps to. Default: this process's, read at creation. */
+  fdLimit?: number;
   /** Connect timeouts of the successive attempts. Default 250, 500, 1000, 2000 ms. */
   dialTimeoutsMs?: readonly number[];
   /** The relay; default {@link loadRelay} (native addon when built). Not closed by the proxier. */
@@ -57,7 +76,7 @@ export interface UserspaceOptions {
    * so flows that were rejected are not stuck without NAT. Default true.
    */
   clearUdpConntrack?: boolean;
-  /** Milliseconds clock for affinity and flow expiry; for tests. */
+  /** Monotonic milliseconds clock for affinity and flow expiry; for tests. Default monotonicMs. */
   now?: () => number;
   /** Random source of the endpoint shuffle; for tests. */
   random?: () => number;
@@ -73,6 +92,8 @@ export interface UserspaceProxier extends Proxier {
   readonly udpRelayKind: 'native' | 'node';
   /** Which relay moves TCP bytes. */
   readonly relayKind: Relay['kind'];
+  /** The caps in force, after fitting them to the file descriptor limit. */
+  readonly limits: UserspaceLimits;
 }
 
 /** Every address of `family` on this node, loopback included, link-local IPv6 excluded. */
@@ -101,15 +122,29 @@ export async function createUserspaceProxier(
   const udpAddrs = opts.udpBindAddresses ?? (() => localAddresses(ctx.family));
   const udpIdle = opts.udpIdleTimeoutMs ?? 1000;
   const stats = emptyStats();
-  const udpHost = nativeUdpHost(opts.udpRelay ?? (relay.kind === 'native' ? 'native' : 'node'), stats, log);
+  const fdLimit = opts.fdLimit ?? softFdLimit();
+  const limits = fitToFdLimit({ ...DEFAULT_USERSPACE_LIMITS, ...opts.limits }, fdLimit, relay.kind);
+  log.info(
+    { fdLimit, fdReserve: fdReserve(fdLimit), ...limits },
+    'userspace caps (fitted to the file descriptor limit, with a reserve for the registry and listeners)',
+  );
+  const udpHost = nativeUdpHost(
+    opts.udpRelay ?? (relay.kind === 'native' ? 'native' : 'node'),
+    stats,
+    limits,
+    log,
+  );
   const deps = {
     family: ctx.family,
     relay,
     log,
     stats,
-    tcpIdleTimeoutMs: opts.tcpIdleTimeoutMs ?? 0,
+    tcpIdleTimeoutMs: opts.tcpIdleTimeoutMs ?? DEFAULT_TCP_IDLE_TIMEOUT_MS,
     udpIdleTimeoutMs: udpIdle,
     dialTimeoutsMs: opts.dialTimeoutsMs ?? DIAL_TIMEOUTS_MS,
+    limits,
+    tcpBudget: { used: 0 },
+    udpBudget: { max: limits.maxUdpFlows, used: 0 },
     ...(opts.now ? { now: opts.now } : {}),
     ...(opts.random ? { random: opts.random } : {}),
     ...(udpHost ? { udpRelay: udpHost } : {}),
@@ -129,6 +164,9 @@ export async function createUserspaceProxier(
     Math.min(1000, Math.max(50, Math.floor(udpIdle / 2))),
   );
   sweeper.unref();
+  const unpublish = ctx.metrics
+    ? publishUserspaceMetrics(ctx.metrics, ctx.family, () => ({ ...stats }), limits)
+    : () => {};
 
   async function ensureListener(plan: ListenerPlan): Promise<void> {
     let l = listeners.get(plan.key);
@@ -227,6 +265,7 @@ export async function createUserspaceProxier(
     mode: 'userspace',
     family: ctx.family,
     relayKind: relay.kind,
+    limits,
     udpRelayKind: udpHost ? 'native' : 'node',
     sync: (req) => queue.run(() => doSync(req)),
     async rulesIntact() {
@@ -244,6 +283,7 @@ export async function createUserspaceProxier(
       queue.run(async () => {
         closed = true;
         clearInterval(sweeper);
+        unpublish();
         await closeListeners();
         udpHost?.close();
         if (!opts.relay) await relay.close();
@@ -257,6 +297,7 @@ export async function createUserspaceProxier(
 function nativeUdpHost(
   want: 'native' | 'node',
   stats: UserspaceStats,
+  limits: UserspaceLimits,
   log: Logger,
 ): NativeUdpRelayHost | undefined {
   if (want === 'node') {
@@ -273,7 +314,7 @@ function nativeUdpHost(
   }
   const { UdpRelay } = loaded.addon;
   try {
-    const host = new NativeUdpRelayHost((onStats) => new UdpRelay(onStats), stats);
+    const host = new NativeUdpRelayHost((onStats) => new UdpRelay(onStats), stats, limits);
     log.info('using the native UDP relay');
     return host;
   } catch (err) {

@@ -142,6 +142,21 @@ export function renderUserspaceRules(
     for (const d of dests) services.push(`${d} redirect to :${port} ${comment}`);
   }
 
+  // The listeners bind every address on their ports: only traffic that a redirect above sent
+  // there may reach them (ct status dnat), or a port scan would bypass the ClusterIP-only scope,
+  // loadBalancerSourceRanges, --nodeport-addresses and Local policy.
+  const listenerGuard: string[] = [];
+  for (const proto of ['tcp', 'udp'] as const) {
+    const ports = new Set<number>();
+    for (const plan of plans) {
+      const port = l4(plan.protocol) === proto ? listenerPort(plan.key) : undefined;
+      if (port !== undefined && port > 0) ports.add(port);
+    }
+    if (ports.size === 0) continue;
+    const list = [...ports].sort((a, b) => a - b).join(', ');
+    listenerGuard.push(`ct status ! dnat ${proto} dport { ${list} } drop`);
+  }
+
   const chain = (name: string, head: string[], rules: string[]) =>
     [`\tchain ${name} {`, ...head.map((h) => `\t\t${h}`), ...rules.map((r) => `\t\t${r}`), '\t}'].join('\n');
   const base = (type: string, hook: string, prio: number) =>
@@ -154,7 +169,11 @@ export function renderUserspaceRules(
     // Filter ahead of NAT (-110 < -100) so that refused and firewalled traffic is judged on
     // its original destination.
     chain('filter-prerouting', [base('filter', 'prerouting', -110)], ['ct state new jump firewall']),
-    chain('filter-input', [base('filter', 'input', -110)], ['ct state new jump no-endpoints']),
+    chain(
+      'filter-input',
+      [base('filter', 'input', -110)],
+      ['ct state new jump no-endpoints', 'ct state new jump listeners'],
+    ),
     chain('filter-forward', [base('filter', 'forward', -110)], ['ct state new jump no-endpoints']),
     chain(
       'filter-output',
@@ -165,6 +184,7 @@ export function renderUserspaceRules(
     chain('nat-output', [base('nat', 'output', -100)], ['jump services']),
     chain('firewall', [], firewall),
     chain('no-endpoints', [], noEndpoints),
+    chain('listeners', [], listenerGuard),
     chain('services', [], services),
     '}',
     '',

@@ -2,7 +2,20 @@
  * The UDP flows of one listener: one per client address:port, each bound to the endpoint chosen
  * for its first datagram and to its own upstream socket, dropped after an idle period. Kept
  * apart from the sockets (the value type is generic) so that expiry can be tested with a clock.
+ *
+ * Source ports are free to forge, so the table is bounded: by its own cap and by a budget shared
+ * with the proxier's other UDP listeners (each flow is a socket: a file descriptor). A new client
+ * past either bound takes the place of this listener's flow idle the longest; the table is kept
+ * in least-recently-active order so that this and expiry cost no scan.
  */
+import { monotonicMs } from '../../clock/index.js';
+
+/** Live flows of every table sharing it, against their common cap. */
+export interface FlowBudget {
+  /** The most flows, all tables together. */
+  readonly max: number;
+  used: number;
+}
 
 /** One client's flow. */
 export interface Flow<S> {
@@ -19,21 +32,45 @@ export interface Flow<S> {
 export interface UdpFlowTableOptions<S> {
   /** A flow with no datagram in either direction for this long is closed. */
   idleTimeoutMs: number;
-  /** Called once for each flow leaving the table (expiry, endpoint removal, clear). */
+  /** Called once for each flow leaving the table (expiry, eviction, endpoint removal, clear). */
   onClose: (flow: Flow<S>) => void;
-  /** Milliseconds clock; injected by tests. Default `Date.now`. */
+  /** The most flows of this table. Default unbounded. */
+  maxFlows?: number;
+  /** A cap shared with other tables. Default none. */
+  budget?: FlowBudget;
+  /** Called once per flow closed to make room for a new client. */
+  onEvicted?: (flow: Flow<S>) => void;
+  /** Monotonic milliseconds clock; injected by tests. Default {@link monotonicMs}. */
   now?: () => number;
 }
 
 /** Flows keyed by client address:port. */
 export class UdpFlowTable<S> {
+  /** Least recently active first: activity moves a flow to the end. */
   readonly #flows = new Map<string, Flow<S>>();
   readonly #opts: UdpFlowTableOptions<S>;
   readonly #now: () => number;
 
   constructor(opts: UdpFlowTableOptions<S>) {
     this.#opts = opts;
-    this.#now = opts.now ?? Date.now;
+    this.#now = opts.now ?? monotonicMs;
+  }
+
+  /**
+   * Whether a new client can get a flow: true when there is room, or when room was made by
+   * closing this table's flow idle the longest. False when the shared budget is full and this
+   * table has nothing to give up (the datagram is then dropped by the caller).
+   */
+  makeRoom(): boolean {
+    const max = this.#opts.maxFlows ?? Number.POSITIVE_INFINITY;
+    const budget = this.#opts.budget;
+    while (this.#flows.size >= max || (budget && budget.used >= budget.max)) {
+      const oldest = this.#flows.values().next().value as Flow<S> | undefined;
+      if (!oldest) return false;
+      this.#remove(oldest);
+      this.#opts.onEvicted?.(oldest);
+    }
+    return true;
   }
 
   get size(): number {
@@ -48,22 +85,29 @@ export class UdpFlowTable<S> {
       this.#remove(f);
       return undefined;
     }
-    f.lastActive = this.#now();
+    this.touch(f);
     return f;
   }
 
-  /** Adds a flow (replacing and closing any earlier one of the client). */
+  /**
+   * Adds a flow (replacing and closing any earlier one of the client). Call {@link makeRoom}
+   * first: this does not enforce the caps.
+   */
   add(client: string, target: string, upstream: S): Flow<S> {
     const old = this.#flows.get(client);
     if (old) this.#remove(old);
     const f: Flow<S> = { client, target, upstream, lastActive: this.#now() };
     this.#flows.set(client, f);
+    if (this.#opts.budget) this.#opts.budget.used++;
     return f;
   }
 
-  /** Marks a flow active (a reply went through it). */
+  /** Marks a flow active (a datagram went through it). */
   touch(flow: Flow<S>): void {
     flow.lastActive = this.#now();
+    if (this.#flows.get(flow.client) !== flow) return;
+    this.#flows.delete(flow.client);
+    this.#flows.set(flow.client, flow);
   }
 
   /** Removes one flow if it is still in the table. */
@@ -75,11 +119,11 @@ export class UdpFlowTable<S> {
   expire(): number {
     const now = this.#now();
     let n = 0;
-    for (const f of [...this.#flows.values()]) {
-      if (now - f.lastActive > this.#opts.idleTimeoutMs) {
-        this.#remove(f);
-        n++;
-      }
+    // Least recently active first: the first live flow ends the scan.
+    for (const f of this.#flows.values()) {
+      if (now - f.lastActive <= this.#opts.idleTimeoutMs) break;
+      this.#remove(f);
+      n++;
     }
     return n;
   }
@@ -104,6 +148,7 @@ export class UdpFlowTable<S> {
 
   #remove(f: Flow<S>): void {
     this.#flows.delete(f.client);
+    if (this.#opts.budget) this.#opts.budget.used--;
     this.#opts.onClose(f);
   }
 }

@@ -212,3 +212,100 @@ t.test('UDP flow table: idle expiry, touch, endpoint removal', async (t) => {
   t.equal(flows.size, 0);
   t.equal(closed.at(-1), 'x:1->z');
 });
+
+t.test('affinity entries are capped: the least recently used one goes, counted', async (t) => {
+  let now = 0;
+  let evicted = 0;
+  const b = new Balancer({
+    affinityTimeoutSeconds: 10_800,
+    maxAffinityEntries: 3,
+    onAffinityEvicted: () => evicted++,
+    now: () => now,
+    random: seeded(1),
+  });
+  b.setTargets(eps(2));
+  const first = targetKey(b.next('192.0.2.1')!);
+  b.next('192.0.2.2');
+  b.next('192.0.2.3');
+  now += 1;
+  t.equal(targetKey(b.next('192.0.2.1')!), first, 'a use makes .1 the most recent');
+  // A flood of forged sources: the table never grows past the cap.
+  for (let i = 0; i < 10_000; i++) b.next(`198.51.${i >> 8}.${i & 255}`);
+  t.equal(b.affinityCount, 3, 'never more than the cap');
+  t.equal(evicted, 10_000, 'every entry dropped to make room is counted');
+  // Unused entries go first: a client in between keeps its endpoint while others churn.
+  now += 1;
+  const kept = targetKey(b.next('192.0.2.50')!);
+  for (let i = 0; i < 2; i++) b.next(`203.0.113.${i}`);
+  t.equal(targetKey(b.next('192.0.2.50')!), kept, 'the most recent entries survive');
+  t.equal(b.sweep(), 0, 'nothing expired after 2 ms');
+});
+
+t.test('affinity and flow ages use the monotonic clock, not the wall clock', async (t) => {
+  const realNow = Date.now;
+  t.teardown(() => (Date.now = realNow));
+  // The wall clock, stubbed before anything reads it (a default clock may be captured at creation).
+  let wall = realNow();
+  Date.now = () => wall;
+  const b = new Balancer({ affinityTimeoutSeconds: 10, random: seeded(5) });
+  b.setTargets(eps(3));
+  const flows = new UdpFlowTable<string>({ idleTimeoutMs: 60_000, onClose: () => {} });
+  const a = targetKey(b.next('192.0.2.1')!);
+  flows.add('192.0.2.1:1', a, 'sock');
+  // An NTP step of one hour forward: neither the affinity nor the flow has aged.
+  wall += 3_600_000;
+  t.equal(targetKey(b.next('192.0.2.1')!), a, 'affinity kept across a wall-clock step');
+  t.equal(b.sweep(), 0);
+  t.equal(flows.expire(), 0, 'flow kept across a wall-clock step');
+  t.ok(flows.get('192.0.2.1:1'));
+});
+
+t.test('UDP flow table: per-table cap and shared budget, oldest idle evicted first', async (t) => {
+  let now = 0;
+  const closed: string[] = [];
+  const evicted: string[] = [];
+  const budget = { max: 5, used: 0 };
+  const opts = (name: string) => ({
+    idleTimeoutMs: 1000,
+    maxFlows: 3,
+    budget,
+    now: () => now,
+    onClose: (f: { client: string }) => closed.push(`${name}:${f.client}`),
+    onEvicted: (f: { client: string }) => evicted.push(`${name}:${f.client}`),
+  });
+  const a = new UdpFlowTable<string>(opts('a'));
+  const b = new UdpFlowTable<string>(opts('b'));
+  for (const c of ['c1', 'c2', 'c3']) {
+    t.ok(a.makeRoom());
+    a.add(c, 't', c);
+    now++;
+  }
+  // c1 is the oldest but was just active: c2 is the one idle the longest.
+  a.get('c1');
+  t.ok(a.makeRoom(), 'a full table makes room');
+  a.add('c4', 't', 'c4');
+  t.same(evicted, ['a:c2'], 'the flow idle the longest is evicted');
+  t.equal(a.size, 3);
+  t.equal(budget.used, 3);
+  for (const c of ['d1', 'd2']) {
+    t.ok(b.makeRoom());
+    b.add(c, 't', c);
+  }
+  t.equal(budget.used, 5, 'the budget counts both tables');
+  // The shared budget is full: b gives up its own oldest flow, never a's.
+  t.ok(b.makeRoom());
+  b.add('d3', 't', 'd3');
+  t.same(evicted, ['a:c2', 'b:d1']);
+  t.equal(a.size, 3);
+  const c = new UdpFlowTable<string>(opts('c'));
+  t.notOk(c.makeRoom(), 'an empty table cannot take from others: the datagram is dropped');
+  a.clear();
+  b.clear();
+  t.equal(budget.used, 0, 'closing returns the budget');
+  // 50,000 forged source ports against one table: the cap holds.
+  for (let i = 0; i < 50_000; i++) {
+    if (a.makeRoom()) a.add(`198.51.100.1:${i}`, 't', 's');
+  }
+  t.equal(a.size, 3);
+  t.equal(budget.used, 3);
+});

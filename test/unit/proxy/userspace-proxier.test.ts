@@ -201,8 +201,12 @@ t.test('TCP and UDP relayed through the listeners to loopback endpoints', async 
       tcpAccepted: 1,
       tcpActive: 0,
       tcpDialFailures: 0,
+      tcpRefused: 0,
       tcpDialRetries: 0,
       udpFlowsCreated: 1,
+      udpFlowsActive: 0,
+      udpFlowsEvicted: 0,
+      affinityEvicted: 0,
       udpDropped: 0,
       bytesFromClients: 1,
       bytesToClients: `tcp:${tcpPort}`.length + 'udp:q'.length,
@@ -266,3 +270,149 @@ t.test('UDP through the native relay: replies, flows counted, endpoint change fo
   await new Promise((r) => setTimeout(r, 1300));
   t.equal(p.stats().udpFlowsCreated, 2, "two flows, counted from the addon's batched statistics");
 });
+
+t.test('TCP connection cap per port: past it a connection is reset at once and counted', async (t) => {
+  // An endpoint that holds every connection open.
+  const held: net.Socket[] = [];
+  const server = net.createServer((s) => {
+    held.push(s);
+    s.on('error', () => {});
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    for (const s of held) s.destroy();
+    server.close();
+  });
+  const web = loopbackPort(goldenServicePorts().get('default/web:http')!, [
+    ep((server.address() as net.AddressInfo).port),
+  ]);
+  const p = await make(recorder().runner, capture().log, {
+    limits: { maxTcpConnectionsPerPort: 2 },
+    relay: (await import('../../../src/proxy/userspace/index.js')).createNodeRelay(),
+  });
+  await p.sync({ servicePorts: new Map([[web.id, web]]), changed: undefined });
+  const port = p.listenerPorts().get(web.id)!;
+  const open = () =>
+    new Promise<{ sock: net.Socket; outcome: Promise<string> }>((resolve) => {
+      const sock = net.connect(port, '127.0.0.1');
+      const outcome = new Promise<string>((r) => {
+        sock.on('error', (e: NodeJS.ErrnoException) => r(e.code ?? 'error'));
+        sock.on('end', () => r('end'));
+      });
+      // A reset can come before 'connect' is reported.
+      sock.once('connect', () => resolve({ sock, outcome }));
+      sock.once('error', () => resolve({ sock, outcome }));
+    });
+  const a = await open();
+  const b = await open();
+  while (held.length < 2) await new Promise((r) => setTimeout(r, 10));
+  const c = await open();
+  const held3 = new Promise<string>((r) => setTimeout(() => r('still open after 3 s'), 3000).unref());
+  t.equal(await Promise.race([c.outcome, held3]), 'ECONNRESET', 'the third connection is reset');
+  t.equal(p.stats().tcpRefused, 1, 'and counted');
+  t.equal(held.length, 2, 'no endpoint connection was opened for it');
+  a.sock.destroy();
+  held[0]!.destroy();
+  while (p.stats().tcpActive > 1) await new Promise((r) => setTimeout(r, 10));
+  await open();
+  while (held.length < 3) await new Promise((r) => setTimeout(r, 10));
+  t.equal(p.stats().tcpRefused, 1, 'a slot freed by a closed connection is reused');
+  b.sock.destroy();
+  c.sock.destroy();
+});
+
+for (const udpRelay of ['node', 'native'] as const) {
+  t.test(`UDP flows capped per port (${udpRelay}): new clients evict the idlest flow`, async (t) => {
+    if (udpRelay === 'native' && !loadNative().addon) {
+      t.fail('the native addon must be built (make build) for this test');
+      return;
+    }
+    const server = dgram.createSocket('udp4');
+    server.on('message', (m, r) => server.send(`e:${m.toString()}`, r.port, r.address));
+    await new Promise<void>((r) => server.bind(0, '127.0.0.1', r));
+    t.teardown(() => server.close());
+    const dns = loopbackPort(goldenServicePorts().get('kube-system/dns:dns')!, [ep(server.address().port)]);
+    const p = await make(recorder().runner, capture().log, {
+      udpRelay,
+      udpIdleTimeoutMs: 60_000,
+      limits: { maxUdpFlowsPerPort: 3 },
+    });
+    await p.sync({ servicePorts: new Map([[dns.id, dns]]), changed: undefined });
+    const port = p.listenerPorts().get(dns.id)!;
+    const clients: dgram.Socket[] = [];
+    t.teardown(() => clients.forEach((c) => c.close()));
+    for (let i = 0; i < 8; i++) {
+      const c = dgram.createSocket('udp4');
+      clients.push(c);
+      await new Promise<void>((r) => c.bind(0, '127.0.0.1', r));
+      const reply = await new Promise<string>((resolve) => {
+        c.once('message', (m) => resolve(m.toString()));
+        c.send(`q${i}`, port, '127.0.0.1');
+      });
+      t.equal(reply, `e:q${i}`, `client ${i} gets through`);
+    }
+    // The addon reports its counters once a second.
+    if (udpRelay === 'native') await new Promise((r) => setTimeout(r, 1300));
+    const s = p.stats();
+    t.equal(s.udpFlowsCreated, 8);
+    t.equal(s.udpFlowsActive, 3, 'never more flows than the cap');
+    t.equal(s.udpFlowsEvicted, 5, 'each eviction counted');
+  });
+}
+
+t.test('caps are fitted to the file descriptor limit', async (t) => {
+  const p = await make(recorder().runner, capture().log, { fdLimit: 1024, udpRelay: 'node' });
+  t.ok(p.limits.maxUdpFlows <= 384 && p.limits.maxTcpConnections <= 384, JSON.stringify(p.limits));
+});
+
+for (const udpRelay of ['node', 'native'] as const) {
+  t.test(`UDP total flow cap and affinity cap (${udpRelay})`, async (t) => {
+    if (udpRelay === 'native' && !loadNative().addon) {
+      t.fail('the native addon must be built (make build) for this test');
+      return;
+    }
+    const server = dgram.createSocket('udp4');
+    server.on('message', (m, r) => server.send(`e:${m.toString()}`, r.port, r.address));
+    await new Promise<void>((r) => server.bind(0, '127.0.0.1', r));
+    t.teardown(() => server.close());
+    const base = loopbackPort(goldenServicePorts().get('kube-system/dns:dns')!, [ep(server.address().port)]);
+    // Two ports sharing a total of 4 flows; the second one with ClientIP affinity.
+    const a = { ...base };
+    const b = {
+      ...base,
+      id: 'kube-system/dns2:dns',
+      name: 'dns2',
+      clusterIP: '10.96.0.54',
+      affinityTimeoutSeconds: 600,
+    };
+    const p = await make(recorder().runner, capture().log, {
+      udpRelay,
+      udpIdleTimeoutMs: 60_000,
+      limits: { maxUdpFlows: 4, maxUdpFlowsPerPort: 100, maxAffinityEntries: 2 },
+    });
+    await p.sync({ servicePorts: new Map([a, b].map((s) => [s.id, s])), changed: undefined });
+    const ports = p.listenerPorts();
+    const clients: dgram.Socket[] = [];
+    t.teardown(() => clients.forEach((c) => c.close()));
+    const ask = async (from: string, port: number, msg: string) => {
+      const c = dgram.createSocket('udp4');
+      clients.push(c);
+      await new Promise<void>((r) => c.bind(0, from, r));
+      return new Promise<string>((resolve) => {
+        c.once('message', (m) => resolve(m.toString()));
+        c.send(msg, port, '127.0.0.1');
+      });
+    };
+    for (let i = 0; i < 3; i++) t.equal(await ask('127.0.0.1', ports.get(a.id)!, `a${i}`), `e:a${i}`);
+    // Five client addresses on the port with affinity: the total cap is reached on the second,
+    // and b can only give up its own flows; the affinity table keeps two addresses.
+    for (let i = 1; i <= 5; i++) t.equal(await ask(`127.0.0.${i}`, ports.get(b.id)!, `b${i}`), `e:b${i}`);
+    if (udpRelay === 'native') await new Promise((r) => setTimeout(r, 1300));
+    const s = p.stats();
+    t.equal(s.udpFlowsCreated, 8);
+    t.equal(s.udpFlowsActive, 4, 'the total cap holds across ports');
+    t.equal(s.udpFlowsEvicted, 4, "b's flows made room for b's new clients; a's were kept");
+    t.equal(s.affinityEvicted, 3, 'five addresses, two affinity entries: three evicted');
+    t.equal(s.udpDropped, 0);
+  });
+}

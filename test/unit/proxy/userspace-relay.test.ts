@@ -76,9 +76,13 @@ function collect(s: net.Socket): Promise<Buffer> {
 }
 
 const native = loadNative();
-const relays: [Relay['kind'], () => Relay][] = [['node', createNodeRelay]];
-if (native.addon) relays.push(['native', () => createNativeRelay(native.addon as NativeAddon)]);
-else t.comment(`native relay not tested: ${native.reason}`);
+// As every native test: a missing addon is a failure (make build), not a skipped case.
+if (!native.addon) throw new Error(`the native addon must be built for this test: ${native.reason}`);
+const nativeAddon = native.addon;
+const relays: [Relay['kind'], () => Relay][] = [
+  ['node', createNodeRelay],
+  ['native', () => createNativeRelay(nativeAddon)],
+];
 
 for (const [kind, create] of relays) {
   // Every relay is closed after its test: a native one holds a thread and the event loop.
@@ -116,26 +120,34 @@ for (const [kind, create] of relays) {
     const relay = make();
     const h = await harness(relay);
     const up = await h.upstream;
-    const accepted = await h.accepted;
     const total = 64 * 1024 * 1024;
     const block = randomBytes(1024 * 1024);
     const sent = createHash('sha256');
+    // What the kernel took from the client: a write's callback runs once its bytes left Node for
+    // the socket. While the upstream does not read, only the socket buffers on the way (client,
+    // relay and upstream, plus the relay's own small buffer or pipe) can fill; a relay that kept
+    // reading the client regardless would let all 64 MiB through.
+    let flushed = 0;
     // The client writes everything at once; the upstream socket stays paused for a while.
     const writing = (async () => {
       for (let i = 0; i < 64; i++) {
         const chunk = Buffer.from(block);
         chunk.writeUInt32BE(i, 0);
         sent.update(chunk);
-        if (!h.client.write(chunk)) await new Promise((r) => h.client.once('drain', r));
+        const ok = h.client.write(chunk, (err) => {
+          if (!err) flushed += chunk.length;
+        });
+        if (!ok) await new Promise((r) => h.client.once('drain', r));
       }
       h.client.end();
     })();
     await new Promise((r) => setTimeout(r, 1000));
-    const readWhileStalled = accepted.bytesRead;
+    const flushedWhileStalled = flushed;
     t.ok(
-      readWhileStalled < total / 2,
-      `the relay stopped reading the client while upstream was full (${readWhileStalled} bytes read)`,
+      flushedWhileStalled < total / 2,
+      `the relay stopped reading the client while upstream was full (${flushedWhileStalled} bytes left the client)`,
     );
+    t.ok(flushedWhileStalled > 0, 'the client did send (the measure is live)');
     const got = createHash('sha256');
     let n = 0;
     await new Promise<void>((resolve, reject) => {

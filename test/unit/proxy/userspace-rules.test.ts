@@ -123,3 +123,28 @@ t.test('NodePort addresses, IPv6, unbound listeners', async (t) => {
   t.notMatch(unbound, 'redirect to', 'a listener that could not bind gets no redirect');
   t.equal(renderCleanup(4), 'add table ip weft-userspace\ndelete table ip weft-userspace\n');
 });
+
+t.test('only redirected traffic reaches a listener port', async (t) => {
+  const text = render();
+  const plans = planAll(goldenServicePorts().values());
+  const ports = (proto: 'TCP' | 'UDP') =>
+    plans
+      .map((p, i) => [p.protocol, 40000 + i] as const)
+      .filter(([p]) => p === proto)
+      .map(([, n]) => n)
+      .join(', ');
+  const lines = text.split('\n').map((l) => l.trim());
+  // Every bound listener port, empty ones included (they are bound too), per protocol.
+  t.ok(lines.includes(`ct status ! dnat tcp dport { ${ports('TCP')} } drop`), 'TCP listener ports guarded');
+  t.ok(lines.includes(`ct status ! dnat udp dport { ${ports('UDP')} } drop`), 'UDP listener ports guarded');
+  const input = text.slice(text.indexOf('chain filter-input'), text.indexOf('chain filter-forward'));
+  t.match(input, 'ct state new jump listeners', 'judged in the input hook, on new connections');
+  // No listener bound: no guard rule (an empty set is a syntax error).
+  const sp = goldenServicePorts().get('default/nodeport')!;
+  const unbound = renderUserspaceRules(
+    planListeners(sp),
+    { family: 4, nodePortAddresses: [] },
+    () => undefined,
+  );
+  t.notMatch(unbound, 'ct status ! dnat');
+});

@@ -82,6 +82,9 @@ t.test('weft-proxy: after and wanting weft-flanneld; may bind service ports', as
     'CAP_NET_RAW',
   ]);
   t.equal(setprivBoundingSet(u), '-all,+net_admin,+net_raw,+net_bind_service');
+  // The userspace relay's caps are fitted to this limit: without it, 1024 fds cap it at 64 TCP
+  // connections.
+  t.same(values(u, 'Service', 'LimitNOFILE'), ['1048576']);
 });
 
 t.test('systemd-analyze verify passes for both units', async (t) => {
