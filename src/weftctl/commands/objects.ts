@@ -6,9 +6,9 @@
  */
 import type { FlagValues } from '../../cli/flag-parser.js';
 import { boolFlag, defineFlags, stringFlag } from '../../cli/flag-parser.js';
+import { serviceCidrFlag, serviceCidrs } from '../../cli/service-cidr-flag.js';
 import { isWeftError, messageOf } from '../../errors/index.js';
 import {
-  Cidr,
   DEFAULT_NODE_PORT_RANGE,
   DEFAULT_SERVICE_CIDR,
   ServiceAllocator,
@@ -61,21 +61,9 @@ const allNamespaces = boolFlag({
   description: 'List the objects of every namespace.',
   env: false,
 });
-const serviceCidr = stringFlag({
-  name: 'service-cidr',
-  metavar: '<cidr>[,<cidr>]',
-  description:
-    "ClusterIPs are allocated from here (kube-apiserver's --service-cluster-ip-range; one CIDR per family).",
-  default: DEFAULT_SERVICE_CIDR,
-  validate: (v) => {
-    try {
-      const cidrs = v.split(',').map((c) => Cidr.parse(c.trim()));
-      return new Set(cidrs.map((c) => c.family)).size === cidrs.length ? undefined : 'one CIDR per family';
-    } catch (err) {
-      return messageOf(err);
-    }
-  },
-});
+const serviceCidr = serviceCidrFlag(
+  "ClusterIPs are allocated from here (kube-apiserver's --service-cluster-ip-range).",
+);
 const serviceNodePortRange = stringFlag({
   name: 'service-node-port-range',
   metavar: '<min>-<max>',
@@ -127,7 +115,7 @@ function allocatorFor(
   return new ServiceAllocator({
     store,
     registryPrefix: prefix,
-    serviceCidrs: (flags.serviceCidr ?? DEFAULT_SERVICE_CIDR).split(',').map((c) => c.trim()),
+    serviceCidrs: serviceCidrs(flags.serviceCidr ?? DEFAULT_SERVICE_CIDR),
     nodePortRange: flags.serviceNodePortRange ?? DEFAULT_NODE_PORT_RANGE,
     ownerHolds: serviceOwnerHolds(store, prefix),
   });
