@@ -263,13 +263,21 @@ export function quote(value: string): string {
   );
 }
 
+/**
+ * A registry key or name for a message: as it is when it is plain printable ASCII, else quoted
+ * by {@link quote}, so that a hostile key cannot forge a line of a log or a terminal.
+ */
+export function displayName(value: string): string {
+  return /^[\x21-\x7e]{1,300}$/.test(value) ? value : quote(value);
+}
+
 /** Which object an error is about: its kind and registry key. */
 function failure(kind: string, key: string, path: readonly PropertyKey[], message: string): WeftError {
   const field = path
     .map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`))
     .join('')
     .replace(/^\./, '');
-  const where = field ? `${kind} ${key}: field ${field}` : `${kind} ${key}`;
+  const where = field ? `${kind} ${displayName(key)}: field ${field}` : `${kind} ${displayName(key)}`;
   return new WeftError(ErrorCodes.INVALID_VALUE, `${where}: ${message}`, { object: key, kind, field });
 }
 
