@@ -7,7 +7,7 @@
  */
 import { parseAllDocuments } from 'yaml';
 import { ErrorCodes, WeftError, messageOf } from '../errors/index.js';
-import { displayName } from '../k8s/index.js';
+import { displayName, quote } from '../k8s/index.js';
 
 /** The kinds weftctl manages, with the apiVersion each must have. */
 export const OBJECT_KINDS = { Service: 'v1', EndpointSlice: 'discovery.k8s.io/v1' } as const;
@@ -141,7 +141,7 @@ export function parseManifests(
       fail(
         what,
         'metadata.namespace',
-        `${displayName(ns)} does not match the namespace ${displayName(opts.namespace)} of -n; drop -n or make them agree`,
+        `${quote(ns)} does not match the namespace ${quote(opts.namespace)} of -n; drop -n or make them agree`,
       );
       return;
     }
