@@ -12,7 +12,7 @@ import { stringFlag } from './flag-parser.js';
 export function serviceCidrFlag(description: string) {
   return stringFlag({
     name: 'service-cidr',
-    metavar: '<cidr>[,<cidr>]',
+    metavar: '<cidr,...>',
     description: `${description} At most one CIDR per family.`,
     default: DEFAULT_SERVICE_CIDR,
     validate: serviceCidrProblem,

@@ -220,5 +220,5 @@ t.test('the Service address policy flags', async (t) => {
   }
   t.match(proxyHelp(), /--allowed-external-cidrs/);
   t.match(proxyHelp(), /--allowed-loadbalancer-cidrs/);
-  t.match(proxyHelp(), /--service-cidr <cidr>\[,<cidr>\]/);
+  t.match(proxyHelp(), /--service-cidr <cidr,...>/);
 });
