@@ -198,7 +198,7 @@ const serviceSchema = z.looseObject({
           ingress: nullableList(
             z.looseObject({
               ip: serviceIp.optional(),
-              hostname: z.string().max(DNS_SUBDOMAIN_MAX).nullish(),
+              hostname: named(dns1123SubdomainProblem).nullish(),
             }),
             MAX_SERVICE_ADDRESSES,
           ),

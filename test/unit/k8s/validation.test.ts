@@ -164,6 +164,22 @@ t.test('hostile and invalid Service names are refused with key and field', async
       'status.loadBalancer.ingress[0].ip',
     ),
   );
+  t.test('LB ingress hostname', async (t) =>
+    rejects(
+      t,
+      () =>
+        parseService(
+          key,
+          'default',
+          'web',
+          service({ ...basic, type: 'LoadBalancer' }, undefined, {
+            status: { loadBalancer: { ingress: [{ hostname: 'lb\u001b[2J.example' }] } },
+          }),
+        ),
+      key,
+      'status.loadBalancer.ingress[0].hostname',
+    ),
+  );
   const meta: [string, Record<string, unknown>, string][] = [
     ['label key', { labels: { [INJECTION]: 'x' } }, 'metadata.labels'],
     ['label value', { labels: { app: 'a b' } }, 'metadata.labels.app'],
