@@ -6,3 +6,7 @@
 export * from './schema.js';
 export * from './keys.js';
 export * from './object-tracker.js';
+export * from './names.js';
+export * from './limits.js';
+export * from './addresses.js';
+export * from './service-policy.js';

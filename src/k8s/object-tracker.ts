@@ -1,7 +1,8 @@
 /**
  * Follows the services and endpoint slices in the registry: one list-then-watch loop per prefix,
  * re-listing when the watch loses history and resuming after outages from the last revision seen.
- * Every stored object is parsed; a bad one is logged with its key and the field at fault, counted,
+ * Every stored object is parsed, and every Service checked against the cluster's address policy
+ * (./service-policy.ts) when one is given; a bad one is logged with its key and the field at fault, counted,
  * and treated as absent (the object as stored is what counts, so an earlier good version of that
  * key is dropped too), while every other object keeps being served.
  */
@@ -12,6 +13,12 @@ import { Gauge, metricName, type Registry } from '../metrics/index.js';
 import type { KeyValue, Store } from '../registry/index.js';
 import { parseObjectKey, servicesPrefix, sliceKeysPrefix, type ObjectKind } from './keys.js';
 import { parseEndpointSlice, parseService, type EndpointSliceSpec, type ServiceSpec } from './schema.js';
+import {
+  checkServicePolicy,
+  compileServicePolicy,
+  type CompiledServicePolicy,
+  type ServicePolicy,
+} from './service-policy.js';
 
 /** An object the tracker could not use. */
 export interface InvalidObject {
@@ -41,6 +48,12 @@ export interface ObjectTrackerOptions {
   metrics?: Registry;
   /** Called after the tracked state changed. */
   onChange: (change: ObjectChange) => void;
+  /**
+   * The addresses Services may claim (ClusterIPs within the service CIDRs, externalIPs and
+   * LoadBalancer ingress within the allowed CIDRs). A Service breaking it is refused like an
+   * invalid one. Undefined: no policy (every valid address is accepted).
+   */
+  servicePolicy?: ServicePolicy;
   /** Retry delays after registry errors. */
   backoff?: () => Backoff;
   now?: () => number;
@@ -55,6 +68,7 @@ export class ObjectTracker {
   readonly #abort = new AbortController();
   readonly #gauge: Gauge<'kind'> | undefined;
   readonly #now: () => number;
+  readonly #policy: CompiledServicePolicy | undefined;
   #loops: Promise<void>[] = [];
   readonly #listed = new Set<ObjectKind>();
   #onSynced: (() => void) | undefined;
@@ -64,6 +78,7 @@ export class ObjectTracker {
   constructor(opts: ObjectTrackerOptions) {
     this.#o = opts;
     this.#now = opts.now ?? Date.now;
+    this.#policy = opts.servicePolicy && compileServicePolicy(opts.servicePolicy);
     this.synced = new Promise((resolve) => (this.#onSynced = resolve));
     if (opts.metrics) {
       const name = 'weft_proxy_invalid_objects';
@@ -190,6 +205,7 @@ export class ObjectTracker {
     try {
       if (kind === 'Service') {
         const svc = parseService(key, parsed.namespace, parsed.name, value);
+        if (this.#policy) checkServicePolicy(key, svc, this.#policy);
         const changed = !sameJson(this.#services.get(key), svc);
         this.#services.set(key, svc);
         this.#clearInvalid(key);
@@ -205,7 +221,11 @@ export class ObjectTracker {
       const bad: InvalidObject = { kind, key, field, message: messageOf(err) };
       const prev = this.#invalid.get(key);
       if (!prev || prev.message !== bad.message) {
-        this.#o.log.warn({ kind, key, field, err: bad.message }, `invalid ${kind} skipped`);
+        const byPolicy = isWeftError(err) && err.details.policy === true;
+        this.#o.log.warn(
+          { kind, key, field, err: bad.message },
+          byPolicy ? `${kind} refused by the address policy; skipped` : `invalid ${kind} skipped`,
+        );
       }
       this.#invalid.set(key, bad);
       this.#updateGauge();

@@ -1,9 +1,11 @@
 /**
  * The Kubernetes-shaped objects weft-proxy reads from the registry: v1 Service and
- * discovery.k8s.io/v1 EndpointSlice, reduced to the fields kube-proxy acts on. Validation is
- * strict about what reaches a rule (addresses, ports, protocols, policies) and lenient about the
- * rest, so that manifests written for a real API server (with labels, annotations, status and
- * fields weft ignores) are accepted unchanged.
+ * discovery.k8s.io/v1 EndpointSlice, reduced to the fields kube-proxy acts on. Every name and
+ * address is held to the API server's rule for its field (./names.ts), and every list to the
+ * API's limits (./limits.ts), the text's size before it is parsed: whatever a registry writer
+ * stores, what passes here is what a Kubernetes API server would have accepted. Fields weft does
+ * not act on are accepted unchanged, so manifests written for a real API server (with status and
+ * fields weft ignores) need no editing.
  *
  * A bad object is rejected whole with an error naming its registry key and the field at fault;
  * a service with one bad port is not served half-programmed.
@@ -11,7 +13,28 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { ErrorCodes, WeftError } from '../errors/index.js';
-import { Cidr, canonicalIp } from '../ipam/index.js';
+import { Cidr, canonicalIp, ipFamily } from '../ipam/index.js';
+import { specialAddressProblem } from './addresses.js';
+import {
+  MAX_ANNOTATIONS_BYTES,
+  MAX_ENDPOINT_ADDRESSES,
+  MAX_OBJECT_BYTES,
+  MAX_SERVICE_ADDRESSES,
+  MAX_SERVICE_PORTS,
+  MAX_SLICE_ENDPOINTS,
+  MAX_SLICE_PORTS,
+  MAX_SOURCE_RANGES,
+  utf8SizeWithin,
+} from './limits.js';
+import {
+  DNS_SUBDOMAIN_MAX,
+  dns1035LabelProblem,
+  dns1123LabelProblem,
+  dns1123SubdomainProblem,
+  ianaSvcNameProblem,
+  labelValueProblem,
+  qualifiedNameProblem,
+} from './names.js';
 
 /** The L4 protocols a service port may use. */
 export const PROTOCOLS = ['TCP', 'UDP', 'SCTP'] as const;
@@ -84,29 +107,43 @@ export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 const port = z.number().int().min(1).max(65_535);
 const optPort = z.number().int().min(0).max(65_535);
 const protocol = z.enum(PROTOCOLS, { error: () => `must be one of ${PROTOCOLS.join(', ')}` }).default('TCP');
-const ip = z.string().refine((v) => isIP(v) !== 0, { error: 'is not an IP address' });
-const dnsLabel = z
+// ip-address and node agree on what an address is only together: node accepts an IPv6 zone
+// (`fe80::1%eth0`), ip-address a few forms node refuses.
+const ip = z
   .string()
-  .min(1)
-  .max(253)
-  .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'must be a lowercase DNS name');
+  .refine((v) => isIP(v) !== 0 && ipFamily(v) !== undefined, { error: 'is not an IP address' });
+/** An address a Service may claim: not loopback, link-local, multicast or unspecified. */
+const serviceIp = ip.superRefine((v, ctx) => {
+  const why = ipFamily(v) === undefined ? undefined : specialAddressProblem(v);
+  if (why) ctx.addIssue({ code: 'custom', message: `${quote(v)} ${why}` });
+});
+/** A string held to one of the name rules of ./names.ts. */
+const named = (problem: (v: string) => string | undefined) =>
+  z.string().superRefine((v, ctx) => {
+    const why = problem(v);
+    if (why) ctx.addIssue({ code: 'custom', message: `${quote(v)} ${why}` });
+  });
 const cidr = z.string().superRefine((v, ctx) => {
   try {
     Cidr.parseLenient(v);
   } catch {
-    ctx.addIssue({ code: 'custom', message: 'is not a CIDR' });
+    ctx.addIssue({ code: 'custom', message: `${quote(v)} is not a CIDR` });
   }
 });
-const nullableList = <T extends z.ZodType>(item: T) =>
+const nullableList = <T extends z.ZodType>(item: T, max: number) =>
   z
     .array(item)
+    .max(max, { error: `must have at most ${max} items` })
     .nullish()
     .transform((v) => v ?? []);
+const stringMap = z.record(z.string(), z.string()).nullish();
 
 const metadata = z.looseObject({
-  name: dnsLabel.optional(),
-  namespace: dnsLabel.optional(),
-  labels: z.record(z.string(), z.string()).nullish(),
+  // Checked against the key, whose parts are held to the name rules (see checkKeyNames).
+  name: z.string().max(DNS_SUBDOMAIN_MAX).optional(),
+  namespace: z.string().max(DNS_SUBDOMAIN_MAX).optional(),
+  labels: stringMap,
+  annotations: stringMap,
 });
 
 const serviceSchema = z.looseObject({
@@ -122,14 +159,27 @@ const serviceSchema = z.looseObject({
       .nullish(),
     ports: nullableList(
       z.looseObject({
-        name: z.string().max(63).default(''),
+        // The API server: a DNS-1123 label, required when the service has several ports.
+        name: z
+          .string()
+          .default('')
+          .superRefine((v, ctx) => {
+            const why = v === '' ? undefined : dns1123LabelProblem(v);
+            if (why) ctx.addIssue({ code: 'custom', message: `${quote(v)} ${why}` });
+          }),
         protocol,
         port,
-        targetPort: z.union([port, z.string().min(1).max(15)]).optional(),
+        targetPort: z.union([port, named(ianaSvcNameProblem)]).optional(),
         nodePort: optPort.default(0),
       }),
+      MAX_SERVICE_PORTS,
     ),
-    externalIPs: nullableList(ip),
+    selector: stringMap,
+    externalIPs: nullableList(serviceIp, MAX_SERVICE_ADDRESSES),
+    externalName: z
+      .string()
+      .max(DNS_SUBDOMAIN_MAX + 1)
+      .nullish(),
     sessionAffinity: z.enum(['None', 'ClientIP']).default('None'),
     sessionAffinityConfig: z
       .looseObject({
@@ -139,13 +189,19 @@ const serviceSchema = z.looseObject({
     externalTrafficPolicy: z.enum(['Cluster', 'Local']).default('Cluster'),
     internalTrafficPolicy: z.enum(['Cluster', 'Local']).default('Cluster'),
     healthCheckNodePort: optPort.default(0),
-    loadBalancerSourceRanges: nullableList(cidr),
+    loadBalancerSourceRanges: nullableList(cidr, MAX_SOURCE_RANGES),
   }),
   status: z
     .looseObject({
       loadBalancer: z
         .looseObject({
-          ingress: nullableList(z.looseObject({ ip: ip.optional() })),
+          ingress: nullableList(
+            z.looseObject({
+              ip: serviceIp.optional(),
+              hostname: named(dns1123SubdomainProblem).nullish(),
+            }),
+            MAX_SERVICE_ADDRESSES,
+          ),
         })
         .nullish(),
     })
@@ -159,7 +215,10 @@ const sliceSchema = z.looseObject({
   addressType: z.enum(['IPv4', 'IPv6', 'FQDN']),
   endpoints: nullableList(
     z.looseObject({
-      addresses: z.array(z.string()).min(1).max(100),
+      addresses: z
+        .array(z.string().max(DNS_SUBDOMAIN_MAX))
+        .min(1, { error: 'must contain at least 1 address' })
+        .max(MAX_ENDPOINT_ADDRESSES, { error: `must have at most ${MAX_ENDPOINT_ADDRESSES} items` }),
       conditions: z
         .looseObject({
           ready: z.boolean().nullish(),
@@ -167,20 +226,50 @@ const sliceSchema = z.looseObject({
           terminating: z.boolean().nullish(),
         })
         .nullish(),
-      nodeName: z.string().nullish(),
-      zone: z.string().nullish(),
+      nodeName: named(dns1123SubdomainProblem).nullish(),
+      // The value of the topology.kubernetes.io/zone label.
+      zone: named(labelValueProblem).nullish(),
+      hostname: named(dns1123LabelProblem).nullish(),
     }),
+    MAX_SLICE_ENDPOINTS,
   ),
   ports: z
     .array(
       z.looseObject({
-        name: z.string().max(63).nullish(),
+        name: z
+          .string()
+          .nullish()
+          .superRefine((v, ctx) => {
+            const why = v ? dns1123LabelProblem(v) : undefined;
+            if (why) ctx.addIssue({ code: 'custom', message: `${quote(v ?? '')} ${why}` });
+          }),
         protocol,
         port: port.nullish(),
       }),
     )
+    .max(MAX_SLICE_PORTS, { error: `must have at most ${MAX_SLICE_PORTS} items` })
     .nullish(),
 });
+
+/**
+ * A value for an error message: JSON-quoted (so control characters show as escapes), cut to a
+ * readable length, and with the characters that reorder a terminal line escaped too.
+ */
+export function quote(value: string): string {
+  const cut = value.length > 80 ? `${value.slice(0, 80)}…` : value;
+  return JSON.stringify(cut).replace(
+    /[\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}
+
+/**
+ * A registry key or name for a message: as it is when it is plain printable ASCII, else quoted
+ * by {@link quote}, so that a hostile key cannot forge a line of a log or a terminal.
+ */
+export function displayName(value: string): string {
+  return /^[\x21-\x7e]{1,300}$/.test(value) ? value : quote(value);
+}
 
 /** Which object an error is about: its kind and registry key. */
 function failure(kind: string, key: string, path: readonly PropertyKey[], message: string): WeftError {
@@ -188,7 +277,7 @@ function failure(kind: string, key: string, path: readonly PropertyKey[], messag
     .map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`))
     .join('')
     .replace(/^\./, '');
-  const where = field ? `${kind} ${key}: field ${field}` : `${kind} ${key}`;
+  const where = field ? `${kind} ${displayName(key)}: field ${field}` : `${kind} ${displayName(key)}`;
   return new WeftError(ErrorCodes.INVALID_VALUE, `${where}: ${message}`, { object: key, kind, field });
 }
 
@@ -199,6 +288,15 @@ function firstIssue(kind: string, key: string, err: z.ZodError): WeftError {
 }
 
 function parseJson(kind: string, key: string, text: string): unknown {
+  // Before parsing: the parse itself is the cost an oversized object would impose.
+  if (utf8SizeWithin(text, MAX_OBJECT_BYTES) === undefined) {
+    throw failure(
+      kind,
+      key,
+      [],
+      `is larger than ${MAX_OBJECT_BYTES} bytes (${text.length} characters), the most etcd stores by default`,
+    );
+  }
   try {
     return JSON.parse(text);
   } catch (err) {
@@ -217,12 +315,20 @@ function canonical(addr: string): string {
  */
 export function parseService(key: string, namespace: string, name: string, text: string): ServiceSpec {
   const kind = 'Service';
+  checkKeyNames(kind, key, namespace, name, dns1035LabelProblem);
   const res = serviceSchema.safeParse(parseJson(kind, key, text));
   if (!res.success) throw firstIssue(kind, key, res.error);
   const v = res.data;
   checkName(kind, key, v.metadata?.namespace, namespace, 'metadata.namespace');
   checkName(kind, key, v.metadata?.name, name, 'metadata.name');
+  checkLabelsAndAnnotations(kind, key, v.metadata);
+  checkLabels(kind, key, v.spec.selector, ['spec', 'selector']);
   const s = v.spec;
+  if (s.externalName) {
+    // The API server allows one trailing dot (a fully qualified name).
+    const why = dns1123SubdomainProblem(s.externalName.replace(/\.$/, ''));
+    if (why) throw failure(kind, key, ['spec', 'externalName'], `${quote(s.externalName)} ${why}`);
+  }
 
   let clusterIPs: string[] = [];
   if (s.type !== 'ExternalName') {
@@ -237,6 +343,7 @@ export function parseService(key: string, namespace: string, name: string, text:
   }
 
   const seen = new Set<string>();
+  const names = new Set<string>();
   const ports: ServicePortSpec[] = [];
   s.ports.forEach((p, i) => {
     if (s.ports.length > 1 && p.name === '') {
@@ -246,6 +353,10 @@ export function parseService(key: string, namespace: string, name: string, text:
     if (seen.has(id))
       throw failure(kind, key, ['spec', 'ports', i], `duplicate port ${p.name || p.port}/${p.protocol}`);
     seen.add(id);
+    // The API server wants port names unique across protocols too.
+    if (names.has(p.name))
+      throw failure(kind, key, ['spec', 'ports', i, 'name'], `duplicate name ${quote(p.name)}`);
+    names.add(p.name);
     if (p.nodePort !== 0 && s.type !== 'NodePort' && s.type !== 'LoadBalancer') {
       throw failure(
         kind,
@@ -300,11 +411,13 @@ export function parseEndpointSlice(
   text: string,
 ): EndpointSliceSpec {
   const kind = 'EndpointSlice';
+  checkKeyNames(kind, key, namespace, name, dns1123SubdomainProblem);
   const res = sliceSchema.safeParse(parseJson(kind, key, text));
   if (!res.success) throw firstIssue(kind, key, res.error);
   const v = res.data;
   checkName(kind, key, v.metadata.namespace, namespace, 'metadata.namespace');
   checkName(kind, key, v.metadata.name, name, 'metadata.name');
+  checkLabelsAndAnnotations(kind, key, v.metadata);
   const serviceName = v.metadata.labels?.[SERVICE_NAME_LABEL];
   if (!serviceName) {
     throw failure(kind, key, ['metadata', 'labels', SERVICE_NAME_LABEL], 'is required: it names the service');
@@ -312,15 +425,23 @@ export function parseEndpointSlice(
   const want = v.addressType === 'IPv4' ? 4 : v.addressType === 'IPv6' ? 6 : 0;
   const endpoints: SliceEndpoint[] = v.endpoints.map((e, i) => {
     const addresses = e.addresses.map((a, j) => {
-      if (want === 0) return a;
-      if (isIP(a) !== want) {
+      if (want === 0) {
+        const why = dns1123SubdomainProblem(a.replace(/\.$/, ''));
+        if (why) throw failure(kind, key, ['endpoints', i, 'addresses', j], `${quote(a)} ${why}`);
+        return a;
+      }
+      if (isIP(a) !== want || ipFamily(a) !== want) {
         throw failure(
           kind,
           key,
           ['endpoints', i, 'addresses', j],
-          `${JSON.stringify(a)} is not an ${v.addressType} address`,
+          `${quote(a)} is not an ${v.addressType} address`,
         );
       }
+      // As the API server: an endpoint on the node's own loopback or link-local addresses would
+      // turn a service into a door to the node's local daemons.
+      const why = specialAddressProblem(a);
+      if (why) throw failure(kind, key, ['endpoints', i, 'addresses', j], `${quote(a)} ${why}`);
       return canonical(a);
     });
     // kube: a nil ready means ready; a nil serving follows ready; a nil terminating is false.
@@ -337,10 +458,14 @@ export function parseEndpointSlice(
   let ports: EndpointSliceSpec['ports'];
   if (v.ports) {
     ports = [];
+    const names = new Set<string>();
     v.ports.forEach((p, i) => {
       if (p.port === undefined || p.port === null) {
         throw failure(kind, key, ['ports', i, 'port'], 'is required');
       }
+      if (names.has(p.name ?? ''))
+        throw failure(kind, key, ['ports', i, 'name'], `duplicate name ${quote(p.name ?? '')}`);
+      names.add(p.name ?? '');
       ports?.push({ name: p.name ?? '', protocol: p.protocol, port: p.port });
     });
   }
@@ -349,11 +474,61 @@ export function parseEndpointSlice(
 
 function checkName(kind: string, key: string, got: string | undefined, want: string, field: string): void {
   if (got !== undefined && got !== want) {
+    throw failure(kind, key, field.split('.'), `${quote(got)} does not match the key (${quote(want)})`);
+  }
+}
+
+/**
+ * The namespace and name a key gives, held to the API server's rules whether or not the object
+ * repeats them in its metadata: they are what the proxy renders.
+ */
+function checkKeyNames(
+  kind: string,
+  key: string,
+  namespace: string,
+  name: string,
+  nameProblem: (v: string) => string | undefined,
+): void {
+  const ns = dns1123LabelProblem(namespace);
+  if (ns) throw failure(kind, key, ['metadata', 'namespace'], `${quote(namespace)} (from the key) ${ns}`);
+  const n = nameProblem(name);
+  if (n) throw failure(kind, key, ['metadata', 'name'], `${quote(name)} (from the key) ${n}`);
+}
+
+/** Label keys and values, as the API server checks labels and selectors. */
+function checkLabels(
+  kind: string,
+  key: string,
+  labels: Record<string, string> | null | undefined,
+  path: readonly PropertyKey[],
+): void {
+  for (const [k, val] of Object.entries(labels ?? {})) {
+    const kp = qualifiedNameProblem(k);
+    if (kp) throw failure(kind, key, [...path], `key ${quote(k)} ${kp}`);
+    const vp = labelValueProblem(val);
+    if (vp) throw failure(kind, key, [...path, k], `${quote(val)} ${vp}`);
+  }
+}
+
+/** Labels, and annotations (qualified keys, lowercased as the API server does, within the total size). */
+function checkLabelsAndAnnotations(
+  kind: string,
+  key: string,
+  meta: { labels?: Record<string, string> | null; annotations?: Record<string, string> | null } | undefined,
+): void {
+  checkLabels(kind, key, meta?.labels, ['metadata', 'labels']);
+  let total = 0;
+  for (const [k, val] of Object.entries(meta?.annotations ?? {})) {
+    const kp = qualifiedNameProblem(k.toLowerCase());
+    if (kp) throw failure(kind, key, ['metadata', 'annotations'], `key ${quote(k)} ${kp}`);
+    total += Buffer.byteLength(k) + Buffer.byteLength(val);
+  }
+  if (total > MAX_ANNOTATIONS_BYTES) {
     throw failure(
       kind,
       key,
-      field.split('.'),
-      `${JSON.stringify(got)} does not match the key (${JSON.stringify(want)})`,
+      ['metadata', 'annotations'],
+      `total size ${total} bytes is more than the API's limit of ${MAX_ANNOTATIONS_BYTES}`,
     );
   }
 }

@@ -207,6 +207,7 @@ export class WeftProxy {
           clusterCidrs: [...config.clusterCidrs.values()].filter(Boolean),
           clusterCidrSource: config.clusterCidrSource,
           prefix: config.flags.registryPrefix,
+          servicePolicy: config.servicePolicy,
         },
         'proxiers created',
       );
@@ -223,6 +224,7 @@ export class WeftProxy {
         prefix: config.flags.registryPrefix,
         log: this.#component('tracker'),
         metrics: this.#metrics,
+        servicePolicy: config.servicePolicy,
         onChange: (change) => this.#engine?.queueChange(change),
       });
       this.#tracker = tracker;

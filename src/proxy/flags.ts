@@ -29,6 +29,8 @@ import {
   stringFlag,
   type FlagValues,
 } from '../cli/flag-parser.js';
+import { serviceCidrFlag, serviceCidrs } from '../cli/service-cidr-flag.js';
+import type { ServicePolicy } from '../k8s/index.js';
 import {
   ETCD_AUTH_FLAGS,
   ETCD_CONNECTION_FLAGS,
@@ -107,6 +109,32 @@ export const PROXY_FLAGS = defineFlags({
     name: 'nodeport-addresses',
     metavar: '<cidr,...>',
     description: 'Accept NodePorts only on node addresses in these CIDRs. Default: every local address.',
+    commaSeparated: true,
+    validate: cidr,
+  }),
+  serviceCidr: serviceCidrFlag(
+    "The range ClusterIPs come from (kube-apiserver's --service-cluster-ip-range). A Service with a " +
+      'ClusterIP outside it, or of a family it does not cover, is refused: logged, counted in ' +
+      'weft_proxy_invalid_objects and not served.',
+  ),
+  allowedExternalCidrs: listFlag({
+    name: 'allowed-external-cidrs',
+    metavar: '<cidr,...>',
+    description:
+      'Where Services may claim externalIPs. Default: nowhere, a Service with externalIPs is refused whole ' +
+      "(as with the API server's DenyServiceExternalIPs admission plugin): any registry writer could " +
+      'otherwise capture traffic to any address. Loopback, link-local, multicast and unspecified ' +
+      'addresses are refused whatever this says.',
+    commaSeparated: true,
+    validate: cidr,
+  }),
+  allowedLoadbalancerCidrs: listFlag({
+    name: 'allowed-loadbalancer-cidrs',
+    metavar: '<cidr,...>',
+    description:
+      'Where LoadBalancer ingress addresses (status.loadBalancer.ingress[].ip) may lie; a Service with one ' +
+      'outside is refused whole. Default: anywhere except loopback, link-local, multicast and unspecified ' +
+      'addresses.',
     commaSeparated: true,
     validate: cidr,
   }),
@@ -258,6 +286,8 @@ export interface ProxyConfig {
   userspaceLimits: UserspaceLimits;
   /** userspace mode: idle timeout of a relayed TCP connection, ms; 0 = none. */
   userspaceTcpIdleTimeoutMs: number;
+  /** The addresses Services may claim (`--service-cidr` and the allowed CIDRs). */
+  servicePolicy: ServicePolicy;
   /** Undefined: disabled. */
   healthz: BindAddress | undefined;
   /** Undefined: disabled. */
@@ -345,8 +375,18 @@ export function resolveProxyConfig(flags: ProxyFlags, opts: ResolveOptions = {})
       maxAffinityEntries: flags.userspaceMaxAffinityEntries,
     },
     userspaceTcpIdleTimeoutMs: parseDuration(flags.userspaceTcpIdleTimeout),
+    servicePolicy: servicePolicyOf(flags),
     healthz: parseBindAddress(flags.healthzBindAddress, DEFAULT_HEALTHZ_PORT),
     metrics: parseBindAddress(flags.metricsBindAddress, DEFAULT_METRICS_PORT),
+  };
+}
+
+/** The Service address policy the flags describe. */
+export function servicePolicyOf(flags: ProxyFlags): ServicePolicy {
+  return {
+    serviceCidrs: serviceCidrs(flags.serviceCidr),
+    allowedExternalCidrs: flags.allowedExternalCidrs,
+    allowedLoadBalancerCidrs: flags.allowedLoadbalancerCidrs,
   };
 }
 

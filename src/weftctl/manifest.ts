@@ -7,6 +7,7 @@
  */
 import { parseAllDocuments } from 'yaml';
 import { ErrorCodes, WeftError, messageOf } from '../errors/index.js';
+import { displayName, quote } from '../k8s/index.js';
 
 /** The kinds weftctl manages, with the apiVersion each must have. */
 export const OBJECT_KINDS = { Service: 'v1', EndpointSlice: 'discovery.k8s.io/v1' } as const;
@@ -130,7 +131,7 @@ export function parseManifests(
       fail(source, 'metadata.name', `is required${hint}`);
       return;
     }
-    const what = `${source} (${k} ${name})`;
+    const what = `${source} (${k} ${displayName(name)})`;
     const ns = metadata.namespace;
     if (ns !== undefined && ns !== null && typeof ns !== 'string') {
       fail(what, 'metadata.namespace', 'must be a string');
@@ -140,13 +141,13 @@ export function parseManifests(
       fail(
         what,
         'metadata.namespace',
-        `${JSON.stringify(ns)} does not match the namespace ${JSON.stringify(opts.namespace)} of -n; drop -n or make them agree`,
+        `${quote(ns)} does not match the namespace ${quote(opts.namespace)} of -n; drop -n or make them agree`,
       );
       return;
     }
     const namespace = typeof ns === 'string' && ns !== '' ? ns : (opts.namespace ?? DEFAULT_NAMESPACE);
     objects.push({
-      source: `${source} (${k} ${namespace}/${name})`,
+      source: `${source} (${k} ${displayName(`${namespace}/${name}`)})`,
       kind: k,
       namespace,
       name,

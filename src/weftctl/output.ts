@@ -4,6 +4,7 @@
  * so the machine formats always carry every field, not the columns that fit a terminal.
  */
 import { stringify } from 'yaml';
+import { terminalText } from '../escape/index.js';
 
 /** The output formats of `-o`. */
 export const OUTPUT_FORMATS = ['table', 'json', 'yaml'] as const;
@@ -17,17 +18,19 @@ export interface Table {
 
 /**
  * Formats a table with columns padded to their widest cell, two spaces apart, headers in upper
- * case as kubectl prints them; the last column is not padded.
+ * case as kubectl prints them; the last column is not padded. Every cell goes through
+ * terminalText: cells come from the registry, and a name must not move the cursor or fake a row.
  */
 export function formatTable(table: Table): string {
-  const headers = table.headers.map((h) => h.toUpperCase());
-  const widths = headers.map((h, i) => Math.max(h.length, ...table.rows.map((r) => (r[i] ?? '').length)));
+  const headers = table.headers.map((h) => terminalText(h.toUpperCase()));
+  const rows = table.rows.map((r) => r.map((c) => terminalText(c)));
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: readonly string[]) =>
     headers
       .map((_, i) => (i === headers.length - 1 ? (cells[i] ?? '') : (cells[i] ?? '').padEnd(widths[i] ?? 0)))
       .join('  ')
       .trimEnd();
-  return [line(headers), ...table.rows.map(line)].join('\n') + '\n';
+  return [line(headers), ...rows.map(line)].join('\n') + '\n';
 }
 
 /** `data` as JSON (two-space indent) or YAML; the multi-document form for a list of objects. */

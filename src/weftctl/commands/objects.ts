@@ -6,9 +6,10 @@
  */
 import type { FlagValues } from '../../cli/flag-parser.js';
 import { boolFlag, defineFlags, stringFlag } from '../../cli/flag-parser.js';
+import { serviceCidrFlag, serviceCidrs } from '../../cli/service-cidr-flag.js';
 import { isWeftError, messageOf } from '../../errors/index.js';
+import { terminalText } from '../../escape/index.js';
 import {
-  Cidr,
   DEFAULT_NODE_PORT_RANGE,
   DEFAULT_SERVICE_CIDR,
   ServiceAllocator,
@@ -16,6 +17,7 @@ import {
 } from '../../ipam/index.js';
 import {
   SERVICE_NAME_LABEL,
+  displayName,
   parseEndpointSlice,
   servicesPrefix,
   sliceKeysPrefix,
@@ -61,21 +63,9 @@ const allNamespaces = boolFlag({
   description: 'List the objects of every namespace.',
   env: false,
 });
-const serviceCidr = stringFlag({
-  name: 'service-cidr',
-  metavar: '<cidr>[,<cidr>]',
-  description:
-    "ClusterIPs are allocated from here (kube-apiserver's --service-cluster-ip-range; one CIDR per family).",
-  default: DEFAULT_SERVICE_CIDR,
-  validate: (v) => {
-    try {
-      const cidrs = v.split(',').map((c) => Cidr.parse(c.trim()));
-      return new Set(cidrs.map((c) => c.family)).size === cidrs.length ? undefined : 'one CIDR per family';
-    } catch (err) {
-      return messageOf(err);
-    }
-  },
-});
+const serviceCidr = serviceCidrFlag(
+  "ClusterIPs are allocated from here (kube-apiserver's --service-cluster-ip-range).",
+);
 const serviceNodePortRange = stringFlag({
   name: 'service-node-port-range',
   metavar: '<min>-<max>',
@@ -127,7 +117,7 @@ function allocatorFor(
   return new ServiceAllocator({
     store,
     registryPrefix: prefix,
-    serviceCidrs: (flags.serviceCidr ?? DEFAULT_SERVICE_CIDR).split(',').map((c) => c.trim()),
+    serviceCidrs: serviceCidrs(flags.serviceCidr ?? DEFAULT_SERVICE_CIDR),
     nodePortRange: flags.serviceNodePortRange ?? DEFAULT_NODE_PORT_RANGE,
     ownerHolds: serviceOwnerHolds(store, prefix),
   });
@@ -222,7 +212,9 @@ async function readObjects(
       items.push({ key: kv.key, namespace: ns, name, object: v });
     } catch (err) {
       problems++;
-      ctx.io.stderr(`error: ${kind} ${kv.key}: stored value is not a JSON object: ${messageOf(err)}\n`);
+      ctx.io.stderr(
+        `error: ${kind} ${displayName(kv.key)}: stored value is not a JSON object: ${messageOf(err)}\n`,
+      );
     }
   }
   return { items, problems };
@@ -391,10 +383,10 @@ const del = defineCommand({
           t.name,
         );
         const freed = r.freed.length ? ` (freed ${r.freed.map((f) => f.value).join(', ')})` : '';
-        ctx.io.stdout(`${KIND_RESOURCE[t.kind]} "${t.name}" deleted${freed}\n`);
+        ctx.io.stdout(`${KIND_RESOURCE[t.kind]} "${terminalText(t.name)}" deleted${freed}\n`);
       } catch (err) {
         failed = true;
-        ctx.io.stderr(`error: ${messageOf(err)}\n`);
+        ctx.io.stderr(`error: ${terminalText(messageOf(err))}\n`);
         if (!isWeftError(err)) throw err;
       }
     }
@@ -484,8 +476,9 @@ function describeService(o: StoredObject, eps: Awaited<ReturnType<typeof endpoin
     lines.push(['HealthCheck NodePort', String(s.healthCheckNodePort)]);
   lines.push(['Created', cell(meta.creationTimestamp)]);
   const width = Math.max(...lines.map(([k]) => k.length)) + 2;
-  let out = lines.map(([k, v]) => `${`${k}:`.padEnd(width)}${v}`).join('\n') + '\n';
-  out += `\nEndpoint slices (label ${SERVICE_NAME_LABEL}=${o.name}): ${eps.slices.length}\n`;
+  // The values come from the registry: escaped as the tables' cells are.
+  let out = lines.map(([k, v]) => `${`${k}:`.padEnd(width)}${terminalText(v)}`).join('\n') + '\n';
+  out += `\nEndpoint slices (label ${SERVICE_NAME_LABEL}=${terminalText(o.name)}): ${eps.slices.length}\n`;
   if (eps.rows.length) {
     out += formatTable({
       headers: ['slice', 'address', 'ports', 'ready', 'serving', 'terminating', 'node', 'zone'],
@@ -501,7 +494,7 @@ function describeService(o: StoredObject, eps: Awaited<ReturnType<typeof endpoin
       ]),
     });
   } else out += '  <no endpoints>\n';
-  for (const p of eps.problems) out += `warning: ${p}\n`;
+  for (const p of eps.problems) out += `warning: ${terminalText(p)}\n`;
   return out;
 }
 

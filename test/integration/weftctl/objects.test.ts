@@ -340,6 +340,33 @@ t.test('a crashed apply leaves an allocation that is reclaimed', async (t) => {
   t.equal((await store.list(`${p}/allocations/clusterips/`)).items.length, 2);
 });
 
+t.test(
+  'apply refuses a hostile name with exit 1 and a message naming the field; the rest is applied',
+  async (t) => {
+    const p = '/t-hostile';
+    const manifest = [
+      'apiVersion: v1\nkind: Service\nmetadata: {name: good}\nspec: {ports: [{port: 80}]}',
+      'apiVersion: v1\nkind: Service\nmetadata: {name: evil}\nspec:\n  ports:\n  - name: "q\\n-I INPUT 1 -s 6.6.6.6 -j ACCEPT\\n#"\n    port: 80',
+      'apiVersion: v1\nkind: Service\nmetadata: {name: "x\\e[2J"}\nspec: {ports: [{port: 80}]}',
+    ].join('\n---\n');
+    const r = await weftctl(p, ['apply', '-f', '-'], manifest);
+    t.equal(r.code, 1);
+    t.match(r.stdout, 'service/good created');
+    t.match(
+      r.stderr,
+      /error: document 2 \(Service default\/evil\): Service \/t-hostile\/services\/default\/evil: field spec\.ports\[0\]\.name: "q\\n-I INPUT 1 -s 6\.6\.6\.6 -j ACCEPT\\n#" must be a DNS-1123 label/,
+    );
+    t.match(r.stderr, /document 3 \(Service "default\/x\\u001b\[2J"\): .*field metadata\.name/);
+    // eslint-disable-next-line no-control-regex
+    t.notOk(/[\u001b]/.test(r.stderr + r.stdout), 'no escape character reaches the terminal');
+    t.same(
+      (await store.list(`${p}/services/`)).items.map((kv) => kv.key),
+      [`${p}/services/default/good`],
+      'only the good Service is stored',
+    );
+  },
+);
+
 t.test('misuse exits 2, errors exit 1', async (t) => {
   const p = '/t-usage';
   const cases: [string[], number, RegExp][] = [

@@ -146,6 +146,52 @@ t.test('the daemon syncs the registry into its proxiers and serves health and me
   await t.rejects(fetch(healthzPort, '/healthz'), 'health listener closed');
 });
 
+t.test('the daemon applies its address policy flags to the Services it serves', async (t) => {
+  const store = new MemoryStore();
+  const web = serviceObject({ name: 'web', clusterIP: '10.96.0.20', ports: [{ name: 'http', port: 80 }] });
+  const ext = serviceObject({ name: 'ext', clusterIP: '10.96.0.21', ports: [{ name: 'http', port: 80 }] });
+  (ext.value.spec as Record<string, unknown>).externalIPs = ['192.0.2.10'];
+  const outside = serviceObject({ name: 'out', clusterIP: '10.0.0.5', ports: [{ name: 'http', port: 80 }] });
+  for (const o of [web, ext, outside]) await put(store, o.key, o.value);
+
+  const served = async (args: string[]) => {
+    made.length = 0;
+    const flags = parseProxyFlags(
+      ['--proxy-mode=iptables', '--hostname-override=node-1', '--min-sync-period=10ms', ...args],
+      {},
+    );
+    const config = resolveProxyConfig(flags, { readFile: () => undefined });
+    config.healthz = undefined;
+    config.metrics = undefined;
+    const { log, records } = recordingLogger('warn');
+    const proxy = new WeftProxy({ config, store, metrics: createRegistry(), logger: log });
+    await proxy.start();
+    try {
+      await proxy.firstSync;
+      return {
+        ports: [...(made[0]?.syncs[0]?.servicePorts.keys() ?? [])].sort(),
+        refused: records.map((r) => [r.key, r.field]),
+      };
+    } finally {
+      await proxy.stop();
+    }
+  };
+
+  const byDefault = await served([]);
+  t.same(
+    byDefault.ports,
+    ['default/web:http'],
+    'externalIPs refused and ClusterIP outside --service-cidr refused',
+  );
+  t.same(byDefault.refused.sort(), [
+    [ext.key, 'spec.externalIPs[0]'],
+    [outside.key, 'spec.clusterIPs[0]'],
+  ]);
+  const allowed = await served(['--allowed-external-cidrs=192.0.2.0/24', '--service-cidr=10.0.0.0/8']);
+  t.same(allowed.ports, ['default/ext:http', 'default/out:http', 'default/web:http']);
+  t.same(allowed.refused, []);
+});
+
 t.test('cleanup asks every registered mode in both families', async (t) => {
   made.length = 0;
   const config = resolveProxyConfig(parseProxyFlags([], {}), {

@@ -180,3 +180,45 @@ t.test('durations and bind addresses', async (t) => {
   t.equal(parseBindAddress('', 80), undefined);
   t.equal(parseBindAddress('127.0.0.1:0', 80), undefined);
 });
+
+t.test('the Service address policy flags', async (t) => {
+  const defaults = resolveProxyConfig(parseProxyFlags([], {}), noFile).servicePolicy;
+  t.same(
+    defaults,
+    { serviceCidrs: ['10.96.0.0/12'], allowedExternalCidrs: [], allowedLoadBalancerCidrs: [] },
+    'ClusterIPs from the kube default range, no externalIPs, LoadBalancer ingress anywhere',
+  );
+  const set = resolveProxyConfig(
+    parseProxyFlags(
+      [
+        '--service-cidr=10.96.0.0/16,fd00:96::/112',
+        '--allowed-external-cidrs=192.0.2.0/24,2001:db8::/64',
+        '--allowed-loadbalancer-cidrs',
+        '203.0.113.0/24',
+      ],
+      { WEFT_PROXY_ALLOWED_LOADBALANCER_CIDRS: '198.51.100.0/24' },
+    ),
+    noFile,
+  ).servicePolicy;
+  t.same(set, {
+    serviceCidrs: ['10.96.0.0/16', 'fd00:96::/112'],
+    allowedExternalCidrs: ['192.0.2.0/24', '2001:db8::/64'],
+    allowedLoadBalancerCidrs: ['203.0.113.0/24'],
+  });
+  const env = resolveProxyConfig(
+    parseProxyFlags([], { WEFT_PROXY_ALLOWED_EXTERNAL_CIDRS: '192.0.2.0/24' }),
+    noFile,
+  ).servicePolicy;
+  t.same(env.allowedExternalCidrs, ['192.0.2.0/24'], 'from the environment');
+  for (const bad of [
+    ['--service-cidr=10.96.0.0/12,10.0.0.0/8'],
+    ['--service-cidr=nope'],
+    ['--allowed-external-cidrs=1.2.3/99'],
+    ['--allowed-loadbalancer-cidrs=x'],
+  ]) {
+    t.throws(() => parseProxyFlags(bad, {}), { code: 'WEFT_INVALID_ARGUMENT' }, bad.join(' '));
+  }
+  t.match(proxyHelp(), /--allowed-external-cidrs/);
+  t.match(proxyHelp(), /--allowed-loadbalancer-cidrs/);
+  t.match(proxyHelp(), /--service-cidr <cidr,...>/);
+});

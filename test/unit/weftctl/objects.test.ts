@@ -238,6 +238,49 @@ t.test('invalid objects are refused by the proxy parser before anything is alloc
   t.equal((await apply(one(JSON.stringify(SLICE)))).outcome, 'unchanged');
 });
 
+t.test(
+  'hostile names in a manifest are refused by the same validation, before anything is stored',
+  async (t) => {
+    const { store, apply } = setup();
+    const INJECTION = 'q\n-I INPUT 1 -s 6.6.6.6 -j ACCEPT\n#';
+    const cases: [string, Record<string, unknown>, RegExp][] = [
+      [
+        'port name',
+        svc('web', { ports: [{ name: INJECTION, port: 80 }] }),
+        /field spec\.ports\[0\]\.name: "q\\n-I INPUT/,
+      ],
+      ['service name', svc('a.b'), /field metadata\.name: "a\.b" \(from the key\) must be a DNS-1035 label/],
+      ['service name with a newline', svc('web\nx'), /field metadata\.name: "web\\nx" \(from the key\)/],
+      [
+        'namespace',
+        { ...svc('web'), metadata: { name: 'web', namespace: 'a_b' } },
+        /field metadata\.namespace: "a_b" \(from the key\)/,
+      ],
+      [
+        'slice name',
+        { ...SLICE, metadata: { ...SLICE.metadata, name: 'Np_1' } },
+        /field metadata\.name: "Np_1"/,
+      ],
+      [
+        'slice port name',
+        { ...SLICE, ports: [{ name: 'a;b', port: 8080, protocol: 'TCP' }] },
+        /field ports\[0\]\.name: "a;b"/,
+      ],
+      [
+        'nodeName',
+        { ...SLICE, endpoints: [{ addresses: ['10.244.1.5'], nodeName: 'n1\u001b[2J' }] },
+        /field endpoints\[0\]\.nodeName: "n1\\u001b\[2J"/,
+      ],
+    ];
+    for (const [name, obj, msg] of cases) {
+      const err = await apply(one(JSON.stringify(obj))).catch((e: unknown) => e);
+      t.ok(isWeftError(err, ErrorCodes.INVALID_VALUE), name);
+      t.match((err as Error).message, msg, name);
+    }
+    t.same((await store.list('/weft/')).items, [], 'nothing allocated, nothing stored');
+  },
+);
+
 t.test('a failed write gives back what it allocated', async (t) => {
   const { store, alloc } = setup();
   // The service write loses (as to a concurrent writer); everything else reaches the store.
