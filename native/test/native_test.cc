@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -90,8 +91,8 @@ struct Harness {
   IoLoop loop;
   Ends ends;
   TcpRelay* relay = nullptr;
-  Harness() {
-    relay = new TcpRelay(&loop, [this](const RelayEnd& e) { ends.Push(e); });
+  explicit Harness(TcpRelayOptions opts = {}) {
+    relay = new TcpRelay(&loop, [this](const RelayEnd& e) { ends.Push(e); }, opts);
     loop.Start([this](uint64_t now) { relay->Tick(now); }, 50);
   }
   ~Harness() {
@@ -100,9 +101,15 @@ struct Harness {
     delete relay;
   }
   // Returns {client fd, upstream server fd}.
-  std::pair<int, int> Connect(uint32_t id, uint32_t idle_ms = 0) {
+  // `sndbuf`, when set, shrinks the relay's socket buffers towards the upstream: a slow
+  // reader then makes the relay's writes short at once.
+  std::pair<int, int> Connect(uint64_t id, uint64_t idle_ms = 0, int sndbuf = 0) {
     auto [client, a] = Pair();
     auto [b, upstream] = Pair();
+    if (sndbuf > 0) {
+      setsockopt(b, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+      setsockopt(upstream, SOL_SOCKET, SO_RCVBUF, &sndbuf, sizeof sndbuf);
+    }
     loop.Post([this, id, a = a, b = b, idle_ms] { relay->Add(id, a, b, idle_ms); });
     return {client, upstream};
   }
@@ -192,6 +199,104 @@ void TestManyConnections() {
     close(u);
   }
   CHECK(h.ends.Wait(200));
+}
+
+// One page per pipe (what a user over pipe-user-pages-soft is close to) and a slow reader:
+// the relay's writes are short, in copy mode (request-sized writes) and in splice mode (bulk).
+// The reader stops for a while, again and again, each time after the relay caught up and went
+// back to copy mode, so a full destination meets a request-sized read many times. The
+// connection must deliver every byte in order and end closed, never reset.
+void TestSmallPipesSlowReader(size_t copy_max) {
+  TcpRelayOptions opts;
+  opts.pipe_size = 4096;
+  opts.copy_max = copy_max;
+  Harness h(opts);
+  auto [client, upstream] = h.Connect(7, 0, 32768);
+  std::string sent(3 << 20, '\0');
+  for (size_t i = 0; i < sent.size(); i++) sent[i] = static_cast<char>((i * 2654435761u) >> 13);
+  std::thread writer([c = client, &sent] {
+    size_t off = 0;
+    while (off < sent.size()) {
+      size_t chunk = sent.size() - off < 5000 ? sent.size() - off : 5000;
+      ssize_t n = write(c, sent.data() + off, chunk);
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+      std::this_thread::sleep_for(std::chrono::microseconds(250));
+    }
+    shutdown(c, SHUT_WR);
+  });
+  std::string got;
+  char buf[8192];
+  fcntl(upstream, F_SETFL, O_NONBLOCK);
+  for (bool eof = false; !eof;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the destination fills up
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(8);
+    while (!eof && std::chrono::steady_clock::now() < until) {
+      ssize_t n = read(upstream, buf, sizeof buf);
+      if (n > 0)
+        got.append(buf, static_cast<size_t>(n));
+      else if (n == 0 || errno != EAGAIN)
+        eof = true;
+      else
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+  writer.join();
+  CHECK(got.size() == sent.size());
+  CHECK(got == sent);
+  close(upstream);
+  close(client);
+  CHECK(h.ends.Wait(1));
+  CHECK(h.ends.ends.size() == 1 && h.ends.ends[0].reason == EndReason::kClosed);
+  if (!h.ends.ends.empty()) {
+    CHECK(h.ends.ends[0].err == 0);
+    CHECK(h.ends.ends[0].bytes_a_to_b == sent.size());
+  }
+}
+
+// A live id is never replaced: the second Add with it is refused, the first keeps working.
+void TestDuplicateId() {
+  Harness h;
+  uint64_t id = (1ull << 32) + 5;  // past 32 bits: ids are kept whole
+  auto [c1, u1] = h.Connect(id);
+  auto [c2, u2] = h.Connect(id);
+  CHECK(h.ends.Wait(1));
+  if (h.ends.ends.empty()) return;
+  CHECK(h.ends.ends[0].id == id && h.ends.ends[0].reason == EndReason::kError && h.ends.ends[0].err == EEXIST);
+  CHECK(write(c1, "ping", 4) == 4);
+  char buf[4];
+  CHECK(read(u1, buf, 4) == 4 && std::memcmp(buf, "ping", 4) == 0);
+  for (int fd : {c1, u1, c2, u2}) close(fd);
+}
+
+// An epoll_wait failure ends the thread with a report, not silently.
+void TestLoopError() {
+  IoLoop loop;
+  std::mutex m;
+  std::condition_variable cv;
+  int got = 0;
+  loop.SetErrorHandler([&](int err) {
+    std::lock_guard<std::mutex> lock(m);
+    got = err;
+    cv.notify_all();
+  });
+  CHECK(loop.Start([](uint64_t) {}, 20));
+  // Replace the epoll fd with one that is not an epoll set: the next epoll_wait fails (EINVAL).
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  int saved = dup(loop.epoll_fd_for_test());
+  dup2(devnull, loop.epoll_fd_for_test());
+  close(devnull);
+  {
+    std::unique_lock<std::mutex> lock(m);
+    cv.wait_for(lock, std::chrono::seconds(3), [&] { return got != 0; });
+  }
+  CHECK(got == EINVAL);
+  CHECK(!loop.healthy());
+  bool ran = false;
+  loop.Post([&ran] { ran = true; });
+  loop.Stop();
+  CHECK(ran);  // what was posted after the failure still runs (on Stop), so nothing leaks
+  close(saved);
 }
 
 std::vector<uint8_t> Ipv4(uint8_t ttl) {
@@ -415,6 +520,8 @@ void TestUdpRelay() {
 }  // namespace
 
 int main() {
+  // A relay that resets a connection must fail a CHECK, not kill the test with SIGPIPE.
+  signal(SIGPIPE, SIG_IGN);
   TestOffload();
   TestUdpRelay();
   TestPackets();
@@ -422,6 +529,10 @@ int main() {
   TestReset();
   TestIdleAndShutdown();
   TestManyConnections();
+  TestSmallPipesSlowReader(0);
+  TestSmallPipesSlowReader(16384);
+  TestDuplicateId();
+  TestLoopError();
   if (failures) {
     std::fprintf(stderr, "native tests: %d failure(s)\n", failures);
     return 1;

@@ -24,6 +24,8 @@ export interface NativeRelay {
   /**
    * Relays between two connected sockets until both directions are closed. The fds are
    * duplicated, so the caller closes its own handles right after (without reading from them).
+   * `id` and `idleTimeoutMs` are integers from 0 to 2^53 (0: no timeout); an id of a live
+   * connection ends the new one at once with `error`/EEXIST, never the live one.
    */
   addTcp(id: number, fdA: number, fdB: number, idleTimeoutMs: number): void;
   stats(): { added: number; ended: number; bytes: number; batches: number };
@@ -106,10 +108,21 @@ export interface NativeUdpRelay {
   close(): void;
 }
 
+/** Options of the addon's `Relay`. */
+export interface NativeRelayOptions {
+  /**
+   * Pipe size asked for per direction (F_SETPIPE_SZ); default 64 KiB. The relay works with what
+   * the kernel grants; tests set one page (4096) to make every write short.
+   */
+  pipeSize?: number;
+  /** Called when the I/O thread stops on an error (it never stops silently). */
+  onError?: (err: Error) => void;
+}
+
 /** The addon's exports. */
 export interface NativeAddon {
   abiVersion: number;
-  Relay: new (onEvents: (events: NativeRelayEnd[]) => void) => NativeRelay;
+  Relay: new (onEvents: (events: NativeRelayEnd[]) => void, opts?: NativeRelayOptions) => NativeRelay;
   Tun: new (opts: NativeTunOptions, onStats: (stats: NativeTunStats) => void) => NativeTun;
   UdpRelay: new (onStats: (stats: NativeUdpListenerStats[]) => void) => NativeUdpRelay;
   /** The forwarder's packet check, for tests: `ok` or why the packet would be dropped. */
