@@ -68,7 +68,7 @@ demo: deps build
 
 # The native code without Node (relay over loopback TCP, packet functions), built twice: with
 # ASan+UBSan (any finding aborts) and plain for valgrind (any error or leak fails).
-NATIVE_SRC := native/src/io-loop.cc native/src/offload.cc native/src/packet.cc native/src/tcp-relay.cc native/src/udp-relay.cc
+NATIVE_SRC := native/src/io-loop.cc native/src/offload.cc native/src/packet.cc native/src/tcp-relay.cc native/src/tun-forwarder.cc native/src/udp-relay.cc
 NATIVE_CXX := g++ -std=c++17 -g -pthread -Wall -Wextra -Wno-unused-parameter
 NATIVE_CHECK := native/build/check
 

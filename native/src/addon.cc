@@ -259,7 +259,7 @@ class Relay : public Napi::ObjectWrap<Relay> {
 
 namespace {
 
-constexpr int kStats = 12;
+constexpr int kStats = 15;
 
 struct StatsSnapshot {
   uint64_t v[kStats];
@@ -267,12 +267,14 @@ struct StatsSnapshot {
 
 const char* const kStatNames[kStats] = {"tunRx",         "tunTx",           "udpRx",       "udpTx",
                                         "bytesOut",      "bytesIn",         "dropMalformed", "dropUnsupported",
-                                        "dropNoRoute",   "dropTtl",         "icmpSent",    "sendErrors"};
+                                        "dropNoRoute",   "dropTtl",         "icmpSent",    "sendErrors",
+                                        "dropUnknownPeer", "dropForeignSource", "icmpSuppressed"};
 
 StatsSnapshot Snapshot(const TunStats& s) {
   return StatsSnapshot{{s.tun_rx.load(), s.tun_tx.load(), s.udp_rx.load(), s.udp_tx.load(), s.bytes_out.load(),
                         s.bytes_in.load(), s.drop_malformed.load(), s.drop_unsupported.load(), s.drop_no_route.load(), s.drop_ttl.load(),
-                        s.icmp_sent.load(), s.send_errors.load()}};
+                        s.icmp_sent.load(), s.send_errors.load(), s.drop_unknown_peer.load(),
+                        s.drop_foreign_source.load(), s.icmp_suppressed.load()}};
 }
 
 Napi::Object StatsObject(Napi::Env env, const StatsSnapshot& s) {
@@ -293,7 +295,7 @@ bool ParseV4(const std::string& text, uint32_t* out) { return inet_pton(AF_INET,
 
 }  // namespace
 
-// Tun({ name, localIp, port, icmpSource }, onStats): the udp backend's forwarder. The TUN device
+// Tun({ name, localIp, port, icmpSource }, onStats, onError?): the udp backend's forwarder. The TUN device
 // is created in the network namespace of the calling process and lives as long as the object.
 class Tun : public Napi::ObjectWrap<Tun> {
  public:
@@ -384,6 +386,10 @@ class Tun : public Napi::ObjectWrap<Tun> {
     fwd_ = std::make_unique<TunForwarder>(&loop_, tun, udp, htons(static_cast<uint16_t>(port)), icmp_addr, offload);
     tsfn_ = StatsTsfn::New(env, info[1].As<Napi::Function>(), "weft-tun-stats", 0, 1);
     released_ = false;
+    if (info.Length() >= 3) errors_.Init(env, info[2], "weft-tun-error");
+    loop_.SetErrorHandler([this](int err) {
+      errors_.Report(std::string("Tun: the I/O thread stopped: epoll_wait: ") + strerror(err));
+    });
     if (!loop_.Start([this](uint64_t now) { OnTick(now); }, kTickMs)) {
       tsfn_.Release();
       released_ = true;
@@ -480,6 +486,7 @@ class Tun : public Napi::ObjectWrap<Tun> {
       if (fwd_) tsfn_.NonBlockingCall(new StatsSnapshot(Snapshot(fwd_->stats())));
       tsfn_.Release();
     }
+    errors_.Release();
     fwd_.reset();  // closes the TUN fd: the device goes away with it
   }
 
@@ -496,6 +503,7 @@ class Tun : public Napi::ObjectWrap<Tun> {
   IoLoop loop_;
   std::unique_ptr<TunForwarder> fwd_;
   StatsTsfn tsfn_;
+  ErrorSink errors_;
   std::string name_;
   bool offload_ = false;
   bool open_ = false;

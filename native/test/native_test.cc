@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -23,6 +24,7 @@
 #include "../src/offload.h"
 #include "../src/packet.h"
 #include "../src/tcp-relay.h"
+#include "../src/tun-forwarder.h"
 #include "../src/udp-relay.h"
 
 using namespace weft;
@@ -517,6 +519,216 @@ void TestUdpRelay() {
   close(cl);
 }
 
+// The udp backend's forwarder without a device: a datagram socketpair stands in for the TUN
+// (one message per packet, as a TUN read gives), loopback UDP for the network.
+struct FwdHarness {
+  IoLoop loop;
+  int tun_test = -1;  // the test's end: write = a packet from the TUN, read = written to the TUN
+  int udp = -1;
+  uint16_t port = 0;
+  TunForwarder* fwd = nullptr;
+  FwdHarness(bool offload, const char* bind_ip) {
+    int sp[2];
+    socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp);
+    int big = 4 << 20;
+    setsockopt(sp[0], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big);
+    setsockopt(sp[1], SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
+    tun_test = sp[0];
+    udp = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    inet_pton(AF_INET, bind_ip, &a.sin_addr);
+    bind(udp, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    getsockname(udp, reinterpret_cast<sockaddr*>(&a), &len);
+    port = a.sin_port;
+    fwd = new TunForwarder(&loop, sp[1], udp, port, htonl(0x0a010001), offload);
+    loop.Start([](uint64_t) {}, 50);
+  }
+  ~FwdHarness() {
+    loop.Stop();
+    delete fwd;
+    close(tun_test);
+  }
+  void Run(std::function<void()> f) {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    loop.Post([&] {
+      f();
+      std::lock_guard<std::mutex> lock(m);
+      done = true;
+      cv.notify_one();
+    });
+    std::unique_lock<std::mutex> lock(m);
+    cv.wait(lock, [&] { return done; });
+  }
+  bool WaitFor(std::function<bool()> cond) {
+    for (int i = 0; i < 300 && !cond(); i++) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return cond();
+  }
+};
+
+TunRoute Route(const char* net, int plen, const char* gw) {
+  TunRoute r{};
+  inet_pton(AF_INET, net, &r.net);
+  inet_pton(AF_INET, gw, &r.gw);
+  r.mask = htonl(plen == 0 ? 0 : ~0u << (32 - plen));
+  return r;
+}
+
+std::vector<uint8_t> Packet(const char* src, const char* dst, size_t payload = 8) {
+  std::vector<uint8_t> p(28 + payload, 0);
+  p[0] = 0x45;
+  p[2] = static_cast<uint8_t>(p.size() >> 8);
+  p[3] = static_cast<uint8_t>(p.size());
+  p[8] = 64;
+  p[9] = 17;
+  inet_pton(AF_INET, src, &p[12]);
+  inet_pton(AF_INET, dst, &p[16]);
+  uint16_t c = InternetChecksum(p.data(), 20);
+  p[10] = static_cast<uint8_t>(c >> 8);
+  p[11] = static_cast<uint8_t>(c);
+  return p;
+}
+
+int UdpOn(const char* ip, uint16_t port_n) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = port_n;
+  inet_pton(AF_INET, ip, &a.sin_addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) std::perror("bind");
+  timeval tv{0, 300000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  int big = 4 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
+  return fd;
+}
+
+size_t Drain(int fd) {
+  size_t n = 0;
+  char buf[65536];
+  while (recv(fd, buf, sizeof buf, 0) >= 0) n++;
+  return n;
+}
+
+void LeaseTableChecks() {
+  LeaseTable t;
+  t.Set({Route("10.244.1.0", 24, "192.0.2.1"), Route("10.244.2.0", 24, "192.0.2.2"), Route("10.244.3.0", 24, "192.0.2.2")});
+  uint32_t gw = 0, a = 0, b = 0;
+  inet_pton(AF_INET, "10.244.3.77", &a);
+  CHECK(t.Route(a, &gw) && gw == Route("0.0.0.0", 0, "192.0.2.2").gw);
+  inet_pton(AF_INET, "10.245.0.1", &b);
+  CHECK(!t.Route(b, &gw));
+  uint32_t n1 = Route("0.0.0.0", 0, "192.0.2.1").gw, n2 = Route("0.0.0.0", 0, "192.0.2.2").gw, n9 = Route("0.0.0.0", 0, "192.0.2.9").gw;
+  CHECK(t.Check(n2, a) == LeaseTable::Verdict::kOk);  // node 2 holds two leases
+  CHECK(t.Check(n1, a) == LeaseTable::Verdict::kForeignSource);
+  CHECK(t.Check(n9, a) == LeaseTable::Verdict::kUnknownPeer);
+  TokenBucket bucket(1000, 50);
+  int ok = 0;
+  for (int i = 0; i < 200; i++) ok += bucket.Take(5000);
+  CHECK(ok == 50);
+  CHECK(!bucket.Take(5000) && bucket.Take(5001) && !bucket.Take(5001));
+  ok = 0;
+  for (uint64_t ms = 6000; ms < 7000; ms++) ok += bucket.Take(ms) + bucket.Take(ms);
+  CHECK(ok >= 1000 && ok <= 1051);  // the rate, plus what was saved up
+}
+
+// Item 10: only a lease's node, with sources of its own subnet, reaches the TUN.
+void TestForwarderAcceptsLeasesOnly() {
+  FwdHarness h(false, "127.0.0.10");
+  h.Run([&] { h.fwd->SetRoutes({Route("10.1.0.0", 16, "127.0.0.11")}); h.fwd->Start(); });
+  int peer = UdpOn("127.0.0.11", 0), stranger = UdpOn("127.0.0.12", 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = h.port;
+  inet_pton(AF_INET, "127.0.0.10", &to.sin_addr);
+  auto good = Packet("10.1.2.3", "10.0.0.1");
+  auto spoofed = Packet("10.7.2.3", "10.0.0.1");
+  auto send = [&](int fd, const std::vector<uint8_t>& p) {
+    CHECK(sendto(fd, p.data(), p.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) == static_cast<ssize_t>(p.size()));
+  };
+  send(peer, good);
+  send(peer, spoofed);
+  send(stranger, good);
+  send(peer, good);
+  const TunStats& s = h.fwd->stats();
+  CHECK(h.WaitFor([&] { return s.udp_rx.load() == 4; }));
+  CHECK(s.tun_tx.load() == 2);
+  CHECK(s.drop_foreign_source.load() == 1);
+  CHECK(s.drop_unknown_peer.load() == 1);
+  uint8_t buf[2048];
+  CHECK(recv(h.tun_test, buf, sizeof buf, 0) == static_cast<ssize_t>(good.size()));
+  CHECK(std::memcmp(buf + 12, good.data() + 12, 4) == 0);
+  close(peer);
+  close(stranger);
+}
+
+// Item 11: a failing message does not take the rest of its sendmmsg batch with it.
+void TestForwarderBatchSurvivesAFailure() {
+  FwdHarness h(false, "127.0.0.20");
+  int node = UdpOn("127.0.0.21", h.port);
+  // Packets queued before the forwarder starts are read and sent as one batch; every other one
+  // goes to a broadcast address, which sendmmsg refuses (EACCES without SO_BROADCAST).
+  for (int i = 0; i < 20; i++) {
+    auto p = Packet("10.0.0.1", i % 2 ? "10.2.0.9" : "10.1.0.9");
+    CHECK(write(h.tun_test, p.data(), p.size()) == static_cast<ssize_t>(p.size()));
+  }
+  h.Run([&] {
+    h.fwd->SetRoutes({Route("10.1.0.0", 16, "127.0.0.21"), Route("10.2.0.0", 16, "255.255.255.255")});
+    h.fwd->Start();
+  });
+  const TunStats& s = h.fwd->stats();
+  CHECK(h.WaitFor([&] { return s.udp_tx.load() + s.send_errors.load() >= 20; }));
+  CHECK(s.send_errors.load() == 10);
+  CHECK(s.udp_tx.load() == 10);
+  CHECK(Drain(node) == 10);
+  close(node);
+}
+
+// Item 11: a super-packet of 200 segments goes out in UDP_SEGMENT sends of at most 64.
+void TestForwarderGsoAtMost64() {
+  FwdHarness h(true, "127.0.0.30");
+  int node = UdpOn("127.0.0.31", h.port);
+  auto super = Tcp4(10000, 0x10, 1);
+  VnetHdr vh{};
+  vh.gso_type = kGsoTcpV4;
+  vh.gso_size = 50;
+  vh.hdr_len = 52;
+  std::vector<uint8_t> msg(sizeof vh + super.size());
+  std::memcpy(msg.data(), &vh, sizeof vh);
+  std::memcpy(msg.data() + sizeof vh, super.data(), super.size());
+  // The super-packet's destination is 10.244.2.2.
+  h.Run([&] { h.fwd->SetRoutes({Route("10.244.2.0", 24, "127.0.0.31")}); h.fwd->Start(); });
+  CHECK(write(h.tun_test, msg.data(), msg.size()) == static_cast<ssize_t>(msg.size()));
+  const TunStats& s = h.fwd->stats();
+  CHECK(h.WaitFor([&] { return s.udp_tx.load() + s.send_errors.load() >= 200; }));
+  CHECK(s.send_errors.load() == 0);
+  CHECK(s.udp_tx.load() == 200);
+  CHECK(Drain(node) == 200);
+  GsoSend plan[8];
+  size_t consumed = 0;
+  CHECK(PlanGsoSends(0, 200 * 102, 102, 65000, plan, 8, &consumed) == 4 && consumed == 200 * 102);
+  CHECK(plan[0].len == 64 * 102 && plan[3].len == 8 * 102 && plan[3].offset == 192 * 102);
+  CHECK(PlanGsoSends(0, 200 * 102, 102, 65000, plan, 2, &consumed) == 2 && consumed == 128 * 102);
+  close(node);
+}
+
+// Low: ICMP unreachables are rate-limited and the suppressed ones counted.
+void TestForwarderIcmpLimit() {
+  FwdHarness h(false, "127.0.0.40");
+  for (int i = 0; i < 300; i++) {
+    auto p = Packet("10.1.0.5", "10.9.0.9");
+    CHECK(write(h.tun_test, p.data(), p.size()) == static_cast<ssize_t>(p.size()));
+  }
+  h.Run([&] { h.fwd->Start(); });
+  const TunStats& s = h.fwd->stats();
+  CHECK(h.WaitFor([&] { return s.drop_no_route.load() == 300; }));
+  CHECK(s.icmp_sent.load() >= kIcmpBurst && s.icmp_sent.load() < kIcmpBurst + 20);
+  CHECK(s.icmp_sent.load() + s.icmp_suppressed.load() == 300);
+}
+
 }  // namespace
 
 int main() {
@@ -533,6 +745,11 @@ int main() {
   TestSmallPipesSlowReader(16384);
   TestDuplicateId();
   TestLoopError();
+  LeaseTableChecks();
+  TestForwarderAcceptsLeasesOnly();
+  TestForwarderBatchSurvivesAFailure();
+  TestForwarderGsoAtMost64();
+  TestForwarderIcmpLimit();
   if (failures) {
     std::fprintf(stderr, "native tests: %d failure(s)\n", failures);
     return 1;
