@@ -133,6 +133,7 @@ void TunForwarder::Flush(size_t n) {
     h.msg_iov = &b.iov[i];
     h.msg_iovlen = 1;
     if (u.seg > 0 && u.len > u.seg) {
+      std::memset(b.control[i], 0, sizeof b.control[i]);  // the padding goes to the kernel too
       h.msg_control = b.control[i];
       h.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
       cmsghdr* c = CMSG_FIRSTHDR(&h);

@@ -41,6 +41,8 @@ class TunForwarder {
   // The remote leases: where packets go, and whom datagrams are accepted from.
   void SetRoutes(std::vector<TunRoute> routes);
   void SetIcmpSource(uint32_t src) { icmp_src_ = src; }
+  // The ICMP limit (default kIcmpPerSec, kIcmpBurst); tests set a slow one.
+  void SetIcmpLimit(uint32_t per_sec, uint32_t burst) { icmp_limit_ = TokenBucket(per_sec, burst); }
   const TunStats& stats() const { return stats_; }
 
   struct Unit;

@@ -52,7 +52,14 @@ export interface NativeTunStats {
   /** Packets whose TTL ran out. */
   dropTtl: number;
   icmpSent: number;
+  /** Messages the socket refused (one failing message no longer takes its batch with it). */
   sendErrors: number;
+  /** Datagrams whose outer source is no remote lease's public IP. */
+  dropUnknownPeer: number;
+  /** Datagrams from a lease's node whose inner source lies outside that lease's subnet. */
+  dropForeignSource: number;
+  /** ICMP errors not sent: the limit is 1000 a second with a burst of 50, as the kernel's. */
+  icmpSuppressed: number;
 }
 
 /** Options of the addon's `Tun`. */
@@ -74,7 +81,11 @@ export interface NativeTunOptions {
  */
 export interface NativeTun {
   readonly name: string;
-  /** Replaces the table: `[network, prefixLength, publicIP]` per remote subnet. */
+  /**
+   * Replaces the table: `[network, prefixLength, publicIP]` per remote lease. It is also the
+   * receive filter: a datagram enters the TUN only from a listed public IP, with an inner source
+   * inside one of that node's subnets.
+   */
   setRoutes(routes: [string, number, string][]): void;
   setIcmpSource(ip: string): void;
   stats(): NativeTunStats | undefined;
@@ -123,7 +134,12 @@ export interface NativeRelayOptions {
 export interface NativeAddon {
   abiVersion: number;
   Relay: new (onEvents: (events: NativeRelayEnd[]) => void, opts?: NativeRelayOptions) => NativeRelay;
-  Tun: new (opts: NativeTunOptions, onStats: (stats: NativeTunStats) => void) => NativeTun;
+  /** `onError` hears of the I/O thread stopping on an error. */
+  Tun: new (
+    opts: NativeTunOptions,
+    onStats: (stats: NativeTunStats) => void,
+    onError?: (err: Error) => void,
+  ) => NativeTun;
   UdpRelay: new (onStats: (stats: NativeUdpListenerStats[]) => void) => NativeUdpRelay;
   /** The forwarder's packet check, for tests: `ok` or why the packet would be dropped. */
   parseIpv4(packet: Buffer): { error: string; ttl?: number; protocol?: number; totalLength?: number };
