@@ -68,7 +68,7 @@ demo: deps build
 
 # The native code without Node (relay over loopback TCP, packet functions), built twice: with
 # ASan+UBSan (any finding aborts) and plain for valgrind (any error or leak fails).
-NATIVE_SRC := native/src/io-loop.cc native/src/offload.cc native/src/packet.cc native/src/tcp-relay.cc native/src/udp-relay.cc
+NATIVE_SRC := native/src/io-loop.cc native/src/offload.cc native/src/packet.cc native/src/tcp-relay.cc native/src/tun-forwarder.cc native/src/udp-relay.cc
 NATIVE_CXX := g++ -std=c++17 -g -pthread -Wall -Wextra -Wno-unused-parameter
 NATIVE_CHECK := native/build/check
 
@@ -95,8 +95,10 @@ sanitize: build native-check
 		ASAN_OPTIONS=detect_leaks=0 WEFT_NATIVE_PATH=$(CURDIR)/$(SANITIZE_ADDON) \
 		npx tap --disable-coverage --jobs=1 test/unit/native test/integration/native
 
-# libFuzzer over the packet parser for FUZZ_SECONDS (60 by default), from the seed corpus in the
-# repo; new inputs it finds stay in native/build/fuzz. Needs clang, installed here on first use.
+# libFuzzer over the udp backend's packet paths (parser, ICMP, TSO segmentation and the UDP GSO
+# batch plan, the UDP GRO split with the lease check and coalescing) for FUZZ_SECONDS (60 by
+# default), from the seed corpus in the repo; new inputs it finds stay in native/build/fuzz.
+# Needs clang, installed here on first use.
 FUZZ_PACKAGES := clang libclang-rt-14-dev
 FUZZ_SECONDS ?= 60
 fuzz:

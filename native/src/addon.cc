@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 
+#include <cstdio>
 #include <cstring>
 
 #include <atomic>
@@ -43,7 +44,7 @@ void DeliverBatch(Napi::Env env, Napi::Function callback, std::nullptr_t*, Event
   for (size_t i = 0; i < owned->size(); i++) {
     const RelayEnd& e = (*owned)[i];
     Napi::Object o = Napi::Object::New(env);
-    o.Set("id", Napi::Number::New(env, e.id));
+    o.Set("id", Napi::Number::New(env, static_cast<double>(e.id)));
     o.Set("bytesAtoB", Napi::Number::New(env, static_cast<double>(e.bytes_a_to_b)));
     o.Set("bytesBtoA", Napi::Number::New(env, static_cast<double>(e.bytes_b_to_a)));
     o.Set("reason", Napi::String::New(env, EndReasonName(e.reason)));
@@ -54,6 +55,48 @@ void DeliverBatch(Napi::Env env, Napi::Function callback, std::nullptr_t*, Event
 }
 
 using Tsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, EventBatch, DeliverBatch>;
+
+void DeliverError(Napi::Env env, Napi::Function callback, std::nullptr_t*, std::string* msg) {
+  std::unique_ptr<std::string> owned(msg);
+  if (env == nullptr || callback.IsEmpty()) return;
+  callback.Call({Napi::Error::New(env, *owned).Value()});
+}
+
+// An object's `onError` callback, callable from its I/O thread: the thread ending on an
+// epoll_wait error is reported, not silent. Does not keep Node's event loop alive.
+class ErrorSink {
+ public:
+  using Fn = Napi::TypedThreadSafeFunction<std::nullptr_t, std::string, DeliverError>;
+  void Init(Napi::Env env, Napi::Value cb, const char* name) {
+    if (!cb.IsFunction()) return;
+    fn_ = Fn::New(env, cb.As<Napi::Function>(), name, 0, 1);
+    fn_.Unref(env);
+    live_ = true;
+  }
+  // Any thread; without a callback the message goes to stderr.
+  void Report(const std::string& msg) {
+    if (!live_ || fn_.NonBlockingCall(new std::string(msg)) != napi_ok)
+      std::fprintf(stderr, "weft native: %s\n", msg.c_str());
+  }
+  void Release() {
+    if (live_) fn_.Release();
+    live_ = false;
+  }
+
+ private:
+  Fn fn_;
+  std::atomic<bool> live_{false};
+};
+
+// A JavaScript number as a count of milliseconds: a non-negative integer up to 2^53, kept whole
+// (a 32-bit conversion would turn 2^32 + 1 ms into 1 ms). False for anything else.
+bool ToMs(Napi::Value v, uint64_t* out) {
+  if (!v.IsNumber()) return false;
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d))) return false;
+  *out = static_cast<uint64_t>(d);
+  return true;
+}
 
 }  // namespace
 
@@ -71,8 +114,24 @@ class Relay : public Napi::ObjectWrap<Relay> {
       Napi::TypeError::New(env, "Relay(onEvents): onEvents must be a function").ThrowAsJavaScriptException();
       return;
     }
+    // Relay(onEvents, { pipeSize?, onError? }): pipeSize is for tests (one page makes every
+    // short write happen); onError hears of the I/O thread stopping on an error.
+    TcpRelayOptions opts;
+    if (info.Length() >= 2 && info[1].IsObject()) {
+      Napi::Object o = info[1].As<Napi::Object>();
+      uint64_t pipe = 0;
+      if (!o.Get("pipeSize").IsUndefined() && (!ToMs(o.Get("pipeSize"), &pipe) || pipe > (1u << 20))) {
+        Napi::TypeError::New(env, "Relay: pipeSize must be an integer from 0 to 1048576").ThrowAsJavaScriptException();
+        return;
+      }
+      opts.pipe_size = static_cast<size_t>(pipe);
+      errors_.Init(env, o.Get("onError"), "weft-relay-error");
+    }
     tsfn_ = Tsfn::New(env, info[0].As<Napi::Function>(), "weft-relay-events", 0, 1);
-    relay_ = std::make_unique<TcpRelay>(&loop_, [this](const RelayEnd& e) { Queue(e); });
+    relay_ = std::make_unique<TcpRelay>(&loop_, [this](const RelayEnd& e) { Queue(e); }, opts);
+    loop_.SetErrorHandler([this](int err) {
+      errors_.Report(std::string("Relay: the I/O thread stopped: epoll_wait: ") + strerror(err));
+    });
     if (!loop_.Start([this](uint64_t now) { OnTick(now); }, kTickMs)) {
       int err = errno;
       tsfn_.Release();
@@ -99,10 +158,15 @@ class Relay : public Napi::ObjectWrap<Relay> {
       Napi::TypeError::New(env, "addTcp(id, fdA, fdB, idleMs): numbers expected").ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+    // Ids and timeouts are taken whole (up to 2^53): a 32-bit id wraps onto live connections.
+    uint64_t id = 0, idle = 0;
+    if (!ToMs(info[0], &id) || !ToMs(info[3], &idle)) {
+      Napi::TypeError::New(env, "addTcp(id, fdA, fdB, idleMs): id and idleMs must be integers from 0 to 2^53")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
     int fd_a = info[1].As<Napi::Number>().Int32Value();
     int fd_b = info[2].As<Napi::Number>().Int32Value();
-    uint32_t idle = info[3].As<Napi::Number>().Uint32Value();
     int a = fcntl(fd_a, F_DUPFD_CLOEXEC, 3);
     if (a < 0) {
       Napi::Error::New(env, std::string("addTcp: fdA: ") + strerror(errno)).ThrowAsJavaScriptException();
@@ -148,6 +212,7 @@ class Relay : public Napi::ObjectWrap<Relay> {
       released_ = true;
       tsfn_.Release();
     }
+    errors_.Release();
   }
 
   // I/O thread: collect; the batch goes out at the next tick or when it grows large.
@@ -180,6 +245,7 @@ class Relay : public Napi::ObjectWrap<Relay> {
   IoLoop loop_;
   std::unique_ptr<TcpRelay> relay_;
   Tsfn tsfn_;
+  ErrorSink errors_;
   std::mutex mu_;
   EventBatch pending_;
   std::atomic<bool> open_{false};
@@ -193,7 +259,7 @@ class Relay : public Napi::ObjectWrap<Relay> {
 
 namespace {
 
-constexpr int kStats = 12;
+constexpr int kStats = 15;
 
 struct StatsSnapshot {
   uint64_t v[kStats];
@@ -201,12 +267,14 @@ struct StatsSnapshot {
 
 const char* const kStatNames[kStats] = {"tunRx",         "tunTx",           "udpRx",       "udpTx",
                                         "bytesOut",      "bytesIn",         "dropMalformed", "dropUnsupported",
-                                        "dropNoRoute",   "dropTtl",         "icmpSent",    "sendErrors"};
+                                        "dropNoRoute",   "dropTtl",         "icmpSent",    "sendErrors",
+                                        "dropUnknownPeer", "dropForeignSource", "icmpSuppressed"};
 
 StatsSnapshot Snapshot(const TunStats& s) {
   return StatsSnapshot{{s.tun_rx.load(), s.tun_tx.load(), s.udp_rx.load(), s.udp_tx.load(), s.bytes_out.load(),
                         s.bytes_in.load(), s.drop_malformed.load(), s.drop_unsupported.load(), s.drop_no_route.load(), s.drop_ttl.load(),
-                        s.icmp_sent.load(), s.send_errors.load()}};
+                        s.icmp_sent.load(), s.send_errors.load(), s.drop_unknown_peer.load(),
+                        s.drop_foreign_source.load(), s.icmp_suppressed.load()}};
 }
 
 Napi::Object StatsObject(Napi::Env env, const StatsSnapshot& s) {
@@ -227,7 +295,7 @@ bool ParseV4(const std::string& text, uint32_t* out) { return inet_pton(AF_INET,
 
 }  // namespace
 
-// Tun({ name, localIp, port, icmpSource }, onStats): the udp backend's forwarder. The TUN device
+// Tun({ name, localIp, port, icmpSource }, onStats, onError?): the udp backend's forwarder. The TUN device
 // is created in the network namespace of the calling process and lives as long as the object.
 class Tun : public Napi::ObjectWrap<Tun> {
  public:
@@ -318,6 +386,10 @@ class Tun : public Napi::ObjectWrap<Tun> {
     fwd_ = std::make_unique<TunForwarder>(&loop_, tun, udp, htons(static_cast<uint16_t>(port)), icmp_addr, offload);
     tsfn_ = StatsTsfn::New(env, info[1].As<Napi::Function>(), "weft-tun-stats", 0, 1);
     released_ = false;
+    if (info.Length() >= 3) errors_.Init(env, info[2], "weft-tun-error");
+    loop_.SetErrorHandler([this](int err) {
+      errors_.Report(std::string("Tun: the I/O thread stopped: epoll_wait: ") + strerror(err));
+    });
     if (!loop_.Start([this](uint64_t now) { OnTick(now); }, kTickMs)) {
       tsfn_.Release();
       released_ = true;
@@ -414,6 +486,7 @@ class Tun : public Napi::ObjectWrap<Tun> {
       if (fwd_) tsfn_.NonBlockingCall(new StatsSnapshot(Snapshot(fwd_->stats())));
       tsfn_.Release();
     }
+    errors_.Release();
     fwd_.reset();  // closes the TUN fd: the device goes away with it
   }
 
@@ -430,6 +503,7 @@ class Tun : public Napi::ObjectWrap<Tun> {
   IoLoop loop_;
   std::unique_ptr<TunForwarder> fwd_;
   StatsTsfn tsfn_;
+  ErrorSink errors_;
   std::string name_;
   bool offload_ = false;
   bool open_ = false;

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstring>
 
 namespace weft {
 
@@ -73,6 +75,14 @@ void IoLoop::Stop() {
   stopping_ = true;
   Post([] {});
   if (thread_.joinable()) thread_.join();
+  if (failed_.load()) {
+    // The thread is gone: what was posted (closing connections, fds handed over) runs here, so
+    // that nothing leaks.
+    DrainCommands();
+    std::vector<Command> later;
+    later.swap(after_batch_);
+    for (auto& cmd : later) cmd();
+  }
   close(epfd_);
   close(wakefd_);
   close(timerfd_);
@@ -104,6 +114,14 @@ void IoLoop::Run() {
     int n = epoll_wait(epfd_, events, 64, -1);
     if (n < 0) {
       if (errno == EINTR) continue;
+      // EBADF, EINVAL, EFAULT: the set is gone and waiting again would spin. The owner hears of
+      // it (JavaScript gets an error event) rather than finding a thread that quietly stopped.
+      int err = errno;
+      failed_ = true;
+      if (on_error_)
+        on_error_(err);
+      else
+        std::fprintf(stderr, "weft native: I/O thread stops: epoll_wait: %s\n", std::strerror(err));
       break;
     }
     for (int i = 0; i < n; i++) {

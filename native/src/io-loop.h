@@ -24,6 +24,9 @@ class IoLoop {
  public:
   using Command = std::function<void()>;
   using Tick = std::function<void(uint64_t now_ms)>;
+  // Called on the loop thread, once, when epoll_wait fails with anything but EINTR; the thread
+  // then ends. Without a handler the error goes to stderr; never silently.
+  using OnError = std::function<void(int err)>;
 
   IoLoop();
   ~IoLoop();
@@ -32,6 +35,8 @@ class IoLoop {
 
   // Starts the thread; false (with errno set) when epoll, eventfd or timerfd cannot be created.
   bool Start(Tick tick, uint32_t tick_ms);
+  // Before Start.
+  void SetErrorHandler(OnError on_error) { on_error_ = std::move(on_error); }
   // Queues `cmd` to run on the loop thread and wakes it. Safe from any thread.
   void Post(Command cmd);
   // Runs the queued commands, then stops and joins the thread. Idempotent.
@@ -45,6 +50,10 @@ class IoLoop {
   void Remove(int fd);
   static uint64_t NowMs();
   bool running() const { return running_.load(); }
+  // False once the thread ended on an error; commands posted after that never run.
+  bool healthy() const { return !failed_.load(); }
+  // For tests that make epoll_wait fail.
+  int epoll_fd_for_test() const { return epfd_; }
 
  private:
   void Run();
@@ -59,7 +68,9 @@ class IoLoop {
   std::vector<Command> after_batch_;
   std::atomic<bool> running_{false};
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> failed_{false};
   Tick tick_;
+  OnError on_error_;
 };
 
 }  // namespace weft

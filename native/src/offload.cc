@@ -117,6 +117,25 @@ size_t SegmentTcp4(const uint8_t* pkt, size_t len, uint16_t mss, uint8_t* out, s
   return off;
 }
 
+size_t PlanGsoSends(size_t offset, size_t total, size_t seg_len, size_t max_bytes, GsoSend* out, size_t cap,
+                    size_t* consumed) {
+  *consumed = 0;
+  if (seg_len == 0 || total == 0) return 0;
+  size_t per = max_bytes / seg_len;
+  if (per == 0) per = 1;
+  if (per > kMaxGsoSegments) per = kMaxGsoSegments;
+  size_t n = 0;
+  size_t off = 0;
+  while (off < total && n < cap) {
+    size_t chunk = per * seg_len;
+    if (chunk > total - off) chunk = total - off;
+    out[n++] = GsoSend{offset + off, chunk};
+    off += chunk;
+  }
+  *consumed = off;
+  return n;
+}
+
 void TcpCoalescer::Clear() {
   buf_.clear();
   items_.clear();

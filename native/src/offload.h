@@ -41,6 +41,37 @@ bool SetTcp4Checksum(uint8_t* pkt, size_t len);
 // number; FIN and PSH stay on the last segment only, CWR on the first only.
 size_t SegmentTcp4(const uint8_t* pkt, size_t len, uint16_t mss, uint8_t* out, size_t cap, size_t* seg_len);
 
+// Segments per UDP_SEGMENT send: LTS kernels refuse more than 64 (UDP_MAX_SEGMENTS; 128 since
+// Linux 6.9), so the forwarder never asks for more.
+constexpr size_t kMaxGsoSegments = 64;
+
+// One UDP GSO send: `len` bytes at `offset` of back-to-back segments.
+struct GsoSend {
+  size_t offset;
+  size_t len;
+};
+
+// Plans the sends for `total` bytes of segments of `seg_len` bytes each (the last may be
+// shorter), starting at `offset`: each send holds whole segments, at most kMaxGsoSegments and
+// at most `max_bytes` (at least one segment). Writes up to `cap` sends to `out` and returns how
+// many; `consumed` gets the bytes they cover (less than `total` when `cap` ran out: the caller
+// sends those and plans the rest).
+size_t PlanGsoSends(size_t offset, size_t total, size_t seg_len, size_t max_bytes, GsoSend* out, size_t cap,
+                    size_t* consumed);
+
+// The datagrams of one receive of `len` bytes that UDP GRO merged at segment size `seg` (0 or
+// >= len: one datagram): calls f(offset, size) for each, in order; an empty receive is one
+// empty datagram.
+template <typename F>
+void ForEachGroSegment(size_t len, size_t seg, F f) {
+  if (seg == 0 || seg > len) seg = len;
+  if (len == 0) {
+    f(size_t{0}, size_t{0});
+    return;
+  }
+  for (size_t off = 0; off < len; off += seg) f(off, len - off < seg ? len - off : seg);
+}
+
 // Merges consecutive in-order segments of the same TCP/IPv4 flow, within one receive batch.
 class TcpCoalescer {
  public:

@@ -1,5 +1,8 @@
 #include "packet.h"
 
+#include <arpa/inet.h>
+
+#include <algorithm>
 #include <cstring>
 
 namespace weft {
@@ -101,6 +104,64 @@ size_t BuildIcmpUnreachable(const uint8_t* orig, size_t orig_len, uint32_t src, 
   icmp[2] = static_cast<uint8_t>(ic >> 8);
   icmp[3] = static_cast<uint8_t>(ic & 0xff);
   return total;
+}
+
+void LeaseTable::Set(std::vector<TunRoute> routes) {
+  routes_ = std::move(routes);
+  by_mask_.clear();
+  by_gw_.clear();
+  for (size_t i = 0; i < routes_.size(); i++) {
+    TunRoute& r = routes_[i];
+    r.net &= r.mask;
+    auto it = std::find_if(by_mask_.begin(), by_mask_.end(), [&](const auto& m) { return m.first == r.mask; });
+    if (it == by_mask_.end()) {
+      by_mask_.emplace_back(r.mask, std::unordered_map<uint32_t, uint32_t>{});
+      it = by_mask_.end() - 1;
+    }
+    it->second.emplace(r.net, r.gw);  // a duplicate subnet keeps its first lease
+    by_gw_[r.gw].push_back(i);
+  }
+  std::sort(by_mask_.begin(), by_mask_.end(), [](const auto& a, const auto& b) { return ntohl(a.first) > ntohl(b.first); });
+}
+
+bool LeaseTable::Route(uint32_t dst, uint32_t* gw) const {
+  for (const auto& [mask, nets] : by_mask_) {
+    auto it = nets.find(dst & mask);
+    if (it != nets.end()) {
+      *gw = it->second;
+      return true;
+    }
+  }
+  return false;
+}
+
+LeaseTable::Verdict LeaseTable::Check(uint32_t outer_src, uint32_t inner_src) const {
+  auto it = by_gw_.find(outer_src);
+  if (it == by_gw_.end()) return Verdict::kUnknownPeer;
+  for (size_t i : it->second) {
+    const TunRoute& r = routes_[i];
+    if ((inner_src & r.mask) == r.net) return Verdict::kOk;
+  }
+  return Verdict::kForeignSource;
+}
+
+bool TokenBucket::Take(uint64_t now_ms) {
+  if (!started_) {
+    started_ = true;
+    last_ms_ = now_ms;
+  }
+  if (now_ms > last_ms_) {
+    // Whole tokens only; the remainder of the interval is kept by not moving last_ms_ past it.
+    uint64_t add = (now_ms - last_ms_) * per_sec_ / 1000;
+    if (add > 0) {
+      tokens_ = std::min<uint64_t>(burst_, tokens_ + add);
+      last_ms_ += add * 1000 / per_sec_;
+      if (tokens_ == burst_) last_ms_ = now_ms;
+    }
+  }
+  if (tokens_ == 0) return false;
+  tokens_--;
+  return true;
 }
 
 }  // namespace weft

@@ -8,11 +8,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <vector>
 
 namespace weft {
 
 namespace {
-constexpr size_t kChunk = 1 << 16;
+// The pipe size asked for when the options do not say: what Linux gives by default, 16 pages.
+constexpr size_t kPipeDefault = 1 << 16;
 // The copy buffer; a read that fills it means bulk transfer, where splice wins.
 constexpr size_t kCopy = 16 * 1024;
 // A splice that moves less than this counts towards going back to copying.
@@ -25,6 +27,8 @@ void CloseWithReset(int fd) {
   setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
   close(fd);
 }
+
+bool Retry(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
 }  // namespace
 
 const char* EndReasonName(EndReason r) {
@@ -43,13 +47,19 @@ const char* EndReasonName(EndReason r) {
   return "unknown";
 }
 
-// One direction: src → pipe → dst.
+// One direction: src → pipe → dst. Bytes wait in at most two places, in this order: the pipe,
+// then `spill` (what a short write to the pipe left in user space). Nothing more is read from
+// src while spill holds bytes, so the order on the wire is the order read.
 struct Direction {
   int src = -1;
   int dst = -1;
   int pipe_r = -1;
   int pipe_w = -1;
+  // What F_GETPIPE_SZ reported: never assumed, a shrunken pipe is as good as a large one.
+  size_t pipe_cap = 0;
   size_t in_pipe = 0;
+  std::vector<uint8_t> spill;
+  size_t spill_off = 0;
   uint64_t bytes = 0;
   bool src_eof = false;
   bool dst_shut = false;
@@ -58,6 +68,7 @@ struct Direction {
   // mode and switches to splice once reads fill the buffer: HAProxy's splice-auto, in effect.
   bool splicing = false;
   int small_splices = 0;
+  size_t spilled() const { return spill.size() - spill_off; }
   bool done() const { return dst_shut; }
 };
 
@@ -69,7 +80,7 @@ class TcpConnection {
     void OnEvents(uint32_t events) override { conn->OnEvents(events); }
   };
 
-  TcpConnection(TcpRelay* relay, IoLoop* loop, uint32_t id, int a, int b, uint32_t idle_ms)
+  TcpConnection(TcpRelay* relay, IoLoop* loop, uint64_t id, int a, int b, uint64_t idle_ms)
       : relay_(relay), loop_(loop), id_(id), a_(a), b_(b), idle_ms_(idle_ms) {
     side_a_.conn = this;
     side_b_.conn = this;
@@ -81,24 +92,27 @@ class TcpConnection {
 
   ~TcpConnection() { CloseFds(false); }
 
-  uint32_t id() const { return id_; }
+  uint64_t id() const { return id_; }
   uint64_t ab_bytes() const { return ab_.bytes; }
   uint64_t ba_bytes() const { return ba_.bytes; }
 
   // Returns errno on failure (the caller reports the end).
-  int Setup() {
-    int p1[2], p2[2];
-    if (pipe2(p1, O_NONBLOCK | O_CLOEXEC) != 0) return errno;
-    if (pipe2(p2, O_NONBLOCK | O_CLOEXEC) != 0) {
-      int e = errno;
-      close(p1[0]);
-      close(p1[1]);
-      return e;
+  int Setup(const TcpRelayOptions& opts) {
+    for (Direction* d : {&ab_, &ba_}) {
+      int p[2];
+      if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return errno;
+      d->pipe_r = p[0];
+      d->pipe_w = p[1];
+      // Sized explicitly: once the user is over pipe-user-pages-soft, new pipes start at 8 KiB.
+      // A refusal (pipe-user-pages-hard, pipe-max-size) leaves the pipe as it is, which works.
+      size_t want = opts.pipe_size > 0 ? opts.pipe_size : kPipeDefault;
+      fcntl(p[1], F_SETPIPE_SZ, static_cast<int>(want));
+      int cap = fcntl(p[1], F_GETPIPE_SZ);
+      if (cap <= 0) return cap < 0 ? errno : EINVAL;
+      d->pipe_cap = static_cast<size_t>(cap);
+      size_t copy = opts.copy_max > 0 ? opts.copy_max : (d->pipe_cap < kCopy ? d->pipe_cap : kCopy);
+      copy_max_ = copy > kCopy ? kCopy : copy;
     }
-    ab_.pipe_r = p1[0];
-    ab_.pipe_w = p1[1];
-    ba_.pipe_r = p2[0];
-    ba_.pipe_w = p2[1];
     // The sockets came from libuv, already non-blocking; make sure for fds from elsewhere.
     for (int fd : {a_, b_}) {
       fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -145,42 +159,66 @@ class TcpConnection {
   }
 
  private:
-  // Copy mode: one recv and one send; what the destination cannot take now goes into the pipe
-  // (empty in this mode), so backpressure and ordering work as in splice mode. Returns false
-  // when the connection ended.
+  // Copy mode: one recv and one send. What the destination does not take now goes into the
+  // (empty) pipe, and what a short pipe write leaves into spill; either way it waits for
+  // EPOLLOUT, in order. Returns false when the connection ended.
   bool CopyOnce(Direction& d, bool* progress) {
     static thread_local uint8_t buf[kCopy];
-    ssize_t n = recv(d.src, buf, kCopy, MSG_DONTWAIT);
+    size_t want = copy_max_;
+    ssize_t n = recv(d.src, buf, want, MSG_DONTWAIT);
     if (n == 0) {
       d.src_eof = true;
       *progress = true;
       return true;
     }
     if (n < 0) {
-      if (errno == EAGAIN || errno == EINTR) return true;
+      if (Retry(errno)) return true;
       Fail(errno);
       return false;
     }
     *progress = true;
     size_t len = static_cast<size_t>(n);
-    if (len == kCopy) d.splicing = true;
+    if (len == want) d.splicing = true;
     ssize_t w = send(d.dst, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (w < 0) {
-      if (errno != EAGAIN && errno != EINTR) {
+      if (!Retry(errno)) {
         Fail(errno);
         return false;
       }
       w = 0;
     }
     d.bytes += static_cast<uint64_t>(w);
-    if (static_cast<size_t>(w) < len) {
-      // The pipe is empty here and holds 64 KiB: the rest always fits.
-      ssize_t p = write(d.pipe_w, buf + w, len - static_cast<size_t>(w));
-      if (p != static_cast<ssize_t>(len - static_cast<size_t>(w))) {
-        Fail(p < 0 ? errno : EIO);
-        return false;
+    size_t off = static_cast<size_t>(w);
+    if (off < len) {
+      ssize_t p = write(d.pipe_w, buf + off, len - off);
+      if (p < 0) {
+        if (!Retry(errno)) {
+          Fail(errno);
+          return false;
+        }
+        p = 0;
       }
-      d.in_pipe += len - static_cast<size_t>(w);
+      d.in_pipe += static_cast<size_t>(p);
+      off += static_cast<size_t>(p);
+    }
+    if (off < len) d.spill.assign(buf + off, buf + len), d.spill_off = 0;
+    return true;
+  }
+
+  // Moves spill to the pipe's tail as room frees up. Returns false when the connection ended.
+  bool Unspill(Direction& d, bool* progress) {
+    ssize_t p = write(d.pipe_w, d.spill.data() + d.spill_off, d.spilled());
+    if (p < 0) {
+      if (Retry(errno)) return true;
+      Fail(errno);
+      return false;
+    }
+    if (p > 0) *progress = true;
+    d.in_pipe += static_cast<size_t>(p);
+    d.spill_off += static_cast<size_t>(p);
+    if (d.spilled() == 0) {
+      std::vector<uint8_t>().swap(d.spill);  // an idle connection holds no user-space buffer
+      d.spill_off = 0;
     }
     return true;
   }
@@ -189,10 +227,27 @@ class TcpConnection {
     bool progress = true;
     while (progress && !dead_) {
       progress = false;
-      if (!d.src_eof && !d.splicing && d.in_pipe == 0) {
-        if (!CopyOnce(d, &progress)) return;
-      } else if (!d.src_eof && d.splicing && d.in_pipe < kChunk) {
-        ssize_t n = splice(d.src, nullptr, d.pipe_w, nullptr, kChunk, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+      // What waits goes first: the pipe to the destination (a short splice keeps the rest
+      // there for the next EPOLLOUT), then spill to the pipe.
+      if (d.in_pipe > 0) {
+        ssize_t n = splice(d.pipe_r, nullptr, d.dst, nullptr, d.in_pipe, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+        if (n > 0) {
+          d.in_pipe -= static_cast<size_t>(n);
+          d.bytes += static_cast<uint64_t>(n);
+          progress = true;
+        } else if (n < 0 && !Retry(errno)) {
+          Fail(errno);
+          return;
+        }
+      }
+      if (d.spilled() > 0 && !Unspill(d, &progress)) return;
+      if (d.src_eof || d.spilled() > 0) {
+        // Nothing more is read until spill is gone.
+      } else if (!d.splicing) {
+        if (d.in_pipe == 0 && !CopyOnce(d, &progress)) return;
+      } else if (d.in_pipe < d.pipe_cap) {
+        ssize_t n = splice(d.src, nullptr, d.pipe_w, nullptr, d.pipe_cap - d.in_pipe,
+                           SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
         if (n > 0) {
           d.in_pipe += static_cast<size_t>(n);
           // Back to copying after a run of small reads (the bulk phase is over).
@@ -205,25 +260,14 @@ class TcpConnection {
         } else if (n == 0) {
           d.src_eof = true;
           progress = true;
-        } else if (errno != EAGAIN && errno != EINTR) {
-          Fail(errno);
-          return;
-        }
-      }
-      if (d.in_pipe > 0) {
-        ssize_t n = splice(d.pipe_r, nullptr, d.dst, nullptr, d.in_pipe, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
-        if (n > 0) {
-          d.in_pipe -= static_cast<size_t>(n);
-          d.bytes += static_cast<uint64_t>(n);
-          progress = true;
-        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        } else if (!Retry(errno)) {
           Fail(errno);
           return;
         }
       }
       if (progress) last_ms_ = IoLoop::NowMs();
     }
-    if (!dead_ && d.src_eof && d.in_pipe == 0 && !d.dst_shut) {
+    if (!dead_ && d.src_eof && d.in_pipe == 0 && d.spilled() == 0 && !d.dst_shut) {
       // Half-close: the other side learns that no more data comes, and may still answer.
       shutdown(d.dst, SHUT_WR);
       d.dst_shut = true;
@@ -253,10 +297,11 @@ class TcpConnection {
 
   TcpRelay* relay_;
   IoLoop* loop_;
-  uint32_t id_;
+  uint64_t id_;
   int a_;
   int b_;
-  uint32_t idle_ms_;
+  uint64_t idle_ms_;
+  size_t copy_max_ = kCopy;
   uint64_t last_ms_ = 0;
   bool dead_ = false;
   bool registered_a_ = false;
@@ -267,13 +312,14 @@ class TcpConnection {
   Direction ba_;
 };
 
-TcpRelay::TcpRelay(IoLoop* loop, Emit emit) : loop_(loop), emit_(std::move(emit)) {}
+TcpRelay::TcpRelay(IoLoop* loop, Emit emit, TcpRelayOptions opts)
+    : loop_(loop), emit_(std::move(emit)), opts_(opts) {}
 
 TcpRelay::~TcpRelay() = default;
 
-void TcpRelay::Add(uint32_t id, int fd_a, int fd_b, uint32_t idle_ms) {
+void TcpRelay::Add(uint64_t id, int fd_a, int fd_b, uint64_t idle_ms) {
   auto conn = std::make_unique<TcpConnection>(this, loop_, id, fd_a, fd_b, idle_ms);
-  int err = conn->Setup();
+  int err = conns_.count(id) ? EEXIST : conn->Setup(opts_);
   if (err != 0) {
     emit_(RelayEnd{id, 0, 0, EndReason::kError, err});
     return;  // the destructor closes the fds
@@ -299,7 +345,7 @@ void TcpRelay::CloseAll() {
 
 void TcpRelay::Finished(TcpConnection* c, EndReason reason, int err) {
   emit_(RelayEnd{c->id(), c->ab_bytes(), c->ba_bytes(), reason, err});
-  uint32_t id = c->id();
+  uint64_t id = c->id();
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
   // Freed after the batch: another event of this batch may name it.

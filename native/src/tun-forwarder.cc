@@ -34,6 +34,10 @@ struct TunForwarder::Unit {
   uint32_t gw;
 };
 
+namespace {
+uint64_t Segments(const TunForwarder::Unit& u) { return u.seg > 0 ? (u.len + u.seg - 1) / u.seg : 1; }
+}  // namespace
+
 struct TunForwarder::Buffers {
   uint8_t read[kReadSize];
   uint8_t arena[kArenaSize];
@@ -44,6 +48,7 @@ struct TunForwarder::Buffers {
   mmsghdr msgs[kBatch];
   uint8_t in[kBatch][kRecvSize];
   char in_control[kBatch][CMSG_SPACE(sizeof(int))];
+  sockaddr_in in_addr[kBatch];
   iovec in_iov[kBatch];
   mmsghdr in_msgs[kBatch];
 };
@@ -75,19 +80,7 @@ bool TunForwarder::Start() {
   return true;
 }
 
-void TunForwarder::SetRoutes(std::vector<TunRoute> routes) { routes_ = std::move(routes); }
-
-bool TunForwarder::Lookup(uint32_t dst, uint32_t* gw) const {
-  // Longest prefix wins; a cluster has one subnet length, so this is a scan of equals.
-  const TunRoute* best = nullptr;
-  for (const auto& r : routes_) {
-    if ((dst & r.mask) != r.net) continue;
-    if (!best || ntohl(r.mask) > ntohl(best->mask)) best = &r;
-  }
-  if (!best) return false;
-  *gw = best->gw;
-  return true;
-}
+void TunForwarder::SetRoutes(std::vector<TunRoute> routes) { leases_.Set(std::move(routes)); }
 
 void TunForwarder::WriteTun(const VnetHdr* hdr, const uint8_t* pkt, size_t len) {
   ssize_t w;
@@ -108,6 +101,12 @@ void TunForwarder::WriteTun(const VnetHdr* hdr, const uint8_t* pkt, size_t len) 
 
 void TunForwarder::Unreachable(const uint8_t* pkt, size_t len) {
   stats_.drop_no_route++;
+  // Rate-limited as the kernel limits its own: a pod scanning the network must not turn the
+  // forwarder into an ICMP generator.
+  if (!icmp_limit_.Take(IoLoop::NowMs())) {
+    stats_.icmp_suppressed++;
+    return;
+  }
   uint8_t icmp[20 + 8 + 60 + 8];
   size_t ilen = BuildIcmpUnreachable(pkt, len, icmp_src_, 0, icmp, sizeof icmp);
   if (ilen == 0) return;
@@ -134,6 +133,7 @@ void TunForwarder::Flush(size_t n) {
     h.msg_iov = &b.iov[i];
     h.msg_iovlen = 1;
     if (u.seg > 0 && u.len > u.seg) {
+      std::memset(b.control[i], 0, sizeof b.control[i]);  // the padding goes to the kernel too
       h.msg_control = b.control[i];
       h.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
       cmsghdr* c = CMSG_FIRSTHDR(&h);
@@ -147,18 +147,46 @@ void TunForwarder::Flush(size_t n) {
   while (sent < n) {
     int r = sendmmsg(udp_fd_, b.msgs + sent, static_cast<unsigned>(n - sent), 0);
     if (r < 0) {
-      if (errno == EINTR) continue;
-      // A full socket buffer or an unreachable peer drops the rest of the batch, as a router
-      // would; IP traffic recovers on its own.
-      stats_.send_errors += n - sent;
-      return;
+      int err = errno;
+      if (err == EINTR) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) {
+        // The socket buffer is full: the rest is dropped, as a router drops from a full queue;
+        // IP traffic recovers on its own, and retrying now would only spin.
+        for (size_t i = sent; i < n; i++) stats_.send_errors += Segments(b.units[i]);
+        return;
+      }
+      // sendmmsg reports the failure of one message (no route to that node, a firewall, a GSO
+      // send the egress device cannot take): only that one is lost, the batch goes on after it.
+      // A GSO send is retried as single datagrams first.
+      if (b.units[sent].seg > 0 && b.units[sent].len > b.units[sent].seg && err != EACCES && err != EPERM)
+        SendSegments(sent);
+      else
+        stats_.send_errors += Segments(b.units[sent]);
+      sent++;
+      continue;
     }
     for (int i = 0; i < r; i++) {
       const Unit& u = b.units[sent + static_cast<size_t>(i)];
       stats_.bytes_out += u.len;
-      stats_.udp_tx += u.seg > 0 ? (u.len + u.seg - 1) / u.seg : 1;
+      stats_.udp_tx += Segments(u);
     }
     sent += static_cast<size_t>(r);
+  }
+}
+
+void TunForwarder::SendSegments(size_t i) {
+  Buffers& b = *b_;
+  const Unit& u = b.units[i];
+  for (size_t off = 0; off < u.len; off += u.seg) {
+    size_t len = u.len - off < u.seg ? u.len - off : u.seg;
+    ssize_t w = sendto(udp_fd_, b.arena + u.offset + off, len, 0, reinterpret_cast<sockaddr*>(&b.addr[i]),
+                       sizeof(sockaddr_in));
+    if (w == static_cast<ssize_t>(len)) {
+      stats_.udp_tx++;
+      stats_.bytes_out += len;
+    } else {
+      stats_.send_errors++;
+    }
   }
 }
 
@@ -196,7 +224,7 @@ void TunForwarder::FromTun() {
       }
       len = info.total_len;
       uint32_t gw = 0;
-      if (!Lookup(info.dst, &gw)) {
+      if (!leases_.Route(info.dst, &gw)) {
         Unreachable(pkt, len);
         continue;
       }
@@ -211,14 +239,19 @@ void TunForwarder::FromTun() {
           stats_.drop_unsupported++;
           continue;
         }
-        // Split into sends of whole segments that fit one UDP GSO datagram batch.
-        size_t per = seg_len > 0 ? (kMaxSend / seg_len) : 1;
-        if (per == 0) per = 1;
-        for (size_t off = 0; off < total && n < kBatch;) {
-          size_t chunk = per * seg_len;
-          if (off + chunk > total) chunk = total - off;
-          b.units[n++] = Unit{used + off, chunk, static_cast<uint16_t>(seg_len), gw};
-          off += chunk;
+        // Sends of whole segments, at most 64 each; when the batch is full it goes out first
+        // (the arena keeps its contents until the outer loop starts over).
+        for (size_t done = 0; done < total;) {
+          if (n == kBatch) {
+            Flush(n);
+            n = 0;
+          }
+          GsoSend plan[kBatch];
+          size_t consumed = 0;
+          size_t k = PlanGsoSends(used + done, total - done, seg_len, kMaxSend, plan, kBatch - n, &consumed);
+          for (size_t j = 0; j < k; j++)
+            b.units[n++] = Unit{plan[j].offset, plan[j].len, static_cast<uint16_t>(seg_len), gw};
+          done += consumed;
         }
         used += total;
         continue;
@@ -245,6 +278,8 @@ void TunForwarder::FromUdp() {
       std::memset(&b.in_msgs[i], 0, sizeof b.in_msgs[i]);
       b.in_msgs[i].msg_hdr.msg_iov = &b.in_iov[i];
       b.in_msgs[i].msg_hdr.msg_iovlen = 1;
+      b.in_msgs[i].msg_hdr.msg_name = &b.in_addr[i];
+      b.in_msgs[i].msg_hdr.msg_namelen = sizeof b.in_addr[i];
       b.in_msgs[i].msg_hdr.msg_control = b.in_control[i];
       b.in_msgs[i].msg_hdr.msg_controllen = sizeof b.in_control[i];
     }
@@ -271,20 +306,32 @@ void TunForwarder::FromUdp() {
           if (v > 0) seg = static_cast<size_t>(v);
         }
       }
-      for (size_t off = 0; off < len || (len == 0 && off == 0); off += seg) {
-        size_t piece = len - off < seg ? len - off : seg;
+      uint32_t from = h.msg_namelen >= sizeof(sockaddr_in) && b.in_addr[i].sin_family == AF_INET
+                          ? b.in_addr[i].sin_addr.s_addr
+                          : 0;
+      uint8_t* data = b.in[i];
+      ForEachGroSegment(len, seg, [&](size_t off, size_t piece) {
         stats_.udp_rx++;
         Ipv4Info info{};
-        if (ParseIpv4(b.in[i] + off, piece, &info) != PacketError::kOk || info.total_len != piece) {
+        if (ParseIpv4(data + off, piece, &info) != PacketError::kOk || info.total_len != piece) {
           stats_.drop_malformed++;
-          if (len == 0) break;
-          continue;
+          return;
+        }
+        switch (leases_.Check(from, info.src)) {
+          case LeaseTable::Verdict::kOk:
+            break;
+          case LeaseTable::Verdict::kUnknownPeer:
+            stats_.drop_unknown_peer++;
+            return;
+          case LeaseTable::Verdict::kForeignSource:
+            stats_.drop_foreign_source++;
+            return;
         }
         if (offload_)
-          coalescer_.Add(b.in[i] + off, piece);
+          coalescer_.Add(data + off, piece);
         else
-          WriteTun(nullptr, b.in[i] + off, piece);
-      }
+          WriteTun(nullptr, data + off, piece);
+      });
     }
     if (offload_) {
       for (const auto& o : coalescer_.Finish()) WriteTun(&o.hdr, o.data, o.len);

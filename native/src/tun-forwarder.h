@@ -10,20 +10,22 @@
 
 #include "io-loop.h"
 #include "offload.h"
+#include "packet.h"
 
 namespace weft {
-
-struct TunRoute {
-  uint32_t net;   // network byte order
-  uint32_t mask;  // network byte order
-  uint32_t gw;    // the remote node's public IP, network byte order
-};
 
 struct TunStats {
   std::atomic<uint64_t> tun_rx{0}, tun_tx{0}, udp_rx{0}, udp_tx{0};
   std::atomic<uint64_t> bytes_out{0}, bytes_in{0};
   std::atomic<uint64_t> drop_malformed{0}, drop_unsupported{0}, drop_no_route{0}, drop_ttl{0}, icmp_sent{0}, send_errors{0};
+  // Datagrams not from a lease's public IP; from one, but with an inner source outside its
+  // subnet; ICMP errors not sent because of the rate limit.
+  std::atomic<uint64_t> drop_unknown_peer{0}, drop_foreign_source{0}, icmp_suppressed{0};
 };
+
+// The ICMP limit: net.ipv4.icmp_msgs_per_sec and icmp_msgs_burst's defaults.
+constexpr uint32_t kIcmpPerSec = 1000;
+constexpr uint32_t kIcmpBurst = 50;
 
 class TunForwarder {
  public:
@@ -36,9 +38,14 @@ class TunForwarder {
 
   // Loop thread.
   bool Start();
+  // The remote leases: where packets go, and whom datagrams are accepted from.
   void SetRoutes(std::vector<TunRoute> routes);
   void SetIcmpSource(uint32_t src) { icmp_src_ = src; }
+  // The ICMP limit (default kIcmpPerSec, kIcmpBurst); tests set a slow one.
+  void SetIcmpLimit(uint32_t per_sec, uint32_t burst) { icmp_limit_ = TokenBucket(per_sec, burst); }
   const TunStats& stats() const { return stats_; }
+
+  struct Unit;
 
  private:
   struct Side : Pollable {
@@ -48,8 +55,8 @@ class TunForwarder {
   };
   void FromTun();
   void FromUdp();
-  bool Lookup(uint32_t dst, uint32_t* gw) const;
   void Flush(size_t n);
+  void SendSegments(size_t i);
   void WriteTun(const VnetHdr* hdr, const uint8_t* pkt, size_t len);
   void Unreachable(const uint8_t* pkt, size_t len);
 
@@ -60,10 +67,10 @@ class TunForwarder {
   uint32_t icmp_src_;
   Side tun_side_;
   Side udp_side_;
-  std::vector<TunRoute> routes_;
+  LeaseTable leases_;
+  TokenBucket icmp_limit_{kIcmpPerSec, kIcmpBurst};
   TunStats stats_;
   bool offload_;
-  struct Unit;
   struct Buffers;
   std::unique_ptr<Buffers> b_;
   TcpCoalescer coalescer_;

@@ -24,6 +24,8 @@ export interface NativeRelay {
   /**
    * Relays between two connected sockets until both directions are closed. The fds are
    * duplicated, so the caller closes its own handles right after (without reading from them).
+   * `id` and `idleTimeoutMs` are integers from 0 to 2^53 (0: no timeout); an id of a live
+   * connection ends the new one at once with `error`/EEXIST, never the live one.
    */
   addTcp(id: number, fdA: number, fdB: number, idleTimeoutMs: number): void;
   stats(): { added: number; ended: number; bytes: number; batches: number };
@@ -50,7 +52,14 @@ export interface NativeTunStats {
   /** Packets whose TTL ran out. */
   dropTtl: number;
   icmpSent: number;
+  /** Messages the socket refused (one failing message no longer takes its batch with it). */
   sendErrors: number;
+  /** Datagrams whose outer source is no remote lease's public IP. */
+  dropUnknownPeer: number;
+  /** Datagrams from a lease's node whose inner source lies outside that lease's subnet. */
+  dropForeignSource: number;
+  /** ICMP errors not sent: the limit is 1000 a second with a burst of 50, as the kernel's. */
+  icmpSuppressed: number;
 }
 
 /** Options of the addon's `Tun`. */
@@ -72,7 +81,11 @@ export interface NativeTunOptions {
  */
 export interface NativeTun {
   readonly name: string;
-  /** Replaces the table: `[network, prefixLength, publicIP]` per remote subnet. */
+  /**
+   * Replaces the table: `[network, prefixLength, publicIP]` per remote lease. It is also the
+   * receive filter: a datagram enters the TUN only from a listed public IP, with an inner source
+   * inside one of that node's subnets.
+   */
   setRoutes(routes: [string, number, string][]): void;
   setIcmpSource(ip: string): void;
   stats(): NativeTunStats | undefined;
@@ -115,11 +128,27 @@ export interface NativeUdpRelay {
   close(): void;
 }
 
+/** Options of the addon's `Relay`. */
+export interface NativeRelayOptions {
+  /**
+   * Pipe size asked for per direction (F_SETPIPE_SZ); default 64 KiB. The relay works with what
+   * the kernel grants; tests set one page (4096) to make every write short.
+   */
+  pipeSize?: number;
+  /** Called when the I/O thread stops on an error (it never stops silently). */
+  onError?: (err: Error) => void;
+}
+
 /** The addon's exports. */
 export interface NativeAddon {
   abiVersion: number;
-  Relay: new (onEvents: (events: NativeRelayEnd[]) => void) => NativeRelay;
-  Tun: new (opts: NativeTunOptions, onStats: (stats: NativeTunStats) => void) => NativeTun;
+  Relay: new (onEvents: (events: NativeRelayEnd[]) => void, opts?: NativeRelayOptions) => NativeRelay;
+  /** `onError` hears of the I/O thread stopping on an error. */
+  Tun: new (
+    opts: NativeTunOptions,
+    onStats: (stats: NativeTunStats) => void,
+    onError?: (err: Error) => void,
+  ) => NativeTun;
   UdpRelay: new (onStats: (stats: NativeUdpListenerStats[]) => void) => NativeUdpRelay;
   /** The forwarder's packet check, for tests: `ok` or why the packet would be dropped. */
   parseIpv4(packet: Buffer): { error: string; ttl?: number; protocol?: number; totalLength?: number };

@@ -6,6 +6,7 @@
  */
 import type { LeaseAttrs, NetConfig, SubnetKey } from '../../ipam/index.js';
 import type { Logger } from '../../log/index.js';
+import type { Registry } from '../../metrics/index.js';
 import type { Netlink } from '../../netlink/index.js';
 import type { DesiredState } from './desired-state.js';
 
@@ -84,6 +85,8 @@ export interface BackendContext {
   /** For `prepare` only: planning is pure. */
   readonly netlink: Netlink;
   readonly logger: Logger;
+  /** Where a backend registers its own metrics (the udp forwarder's counters); none in tests. */
+  readonly metrics?: Registry;
 }
 
 /** One dataplane implementation, selected by `Backend.Type` of the network config. */

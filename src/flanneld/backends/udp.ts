@@ -16,9 +16,17 @@ import { loadNative, type NativeTun, type NativeTunStats } from '../../native/in
 import type { Backend, BackendContext, PlanInput, PreparedBackend } from './backend.js';
 import { sortSkips, type DesiredState, type RouteEntry } from './desired-state.js';
 import { clusterFamilies, selectRemoteLeases } from './remote-leases.js';
+import { feedUdpMetrics } from './udp-metrics.js';
 
 /** The TUN device, as in flannel. */
 export const UDP_DEVICE = 'flannel0';
+/** flannel's udp port, also what `Port: 0` means. */
+export const UDP_DEFAULT_PORT = 8285;
+
+/** The port the forwarder uses: flannel reads `Port: 0` as 8285. */
+export function udpPort(port: number): number {
+  return port === 0 ? UDP_DEFAULT_PORT : port;
+}
 /** IPv4 header (20) + UDP header (8). */
 export const UDP_OVERHEAD = 28;
 
@@ -46,7 +54,11 @@ export function planUdp(input: PlanInput): DesiredState {
   };
 }
 
-/** The forwarder's table for a set of leases: `[network, prefixLength, publicIP]` per remote. */
+/**
+ * The forwarder's table for a set of leases: `[network, prefixLength, publicIP]` per remote. It
+ * routes packets out and also filters them in: only these nodes, with sources in these subnets,
+ * may put a packet into the TUN. Updated on every lease event through `sync`.
+ */
 export function udpRouteTable(input: PlanInput): [string, number, string][] {
   const selection = selectRemoteLeases(input, { backendType: undefined, backendName: 'udp' });
   return selection.remotes
@@ -63,6 +75,7 @@ class UdpBackendImpl implements Backend {
 
   constructor(ctx: BackendContext) {
     this.#ctx = ctx;
+    if (ctx.metrics) feedUdpMetrics(ctx.metrics, () => this.stats);
   }
 
   /** The forwarder's latest counters (pushed by the addon about once a second). */
@@ -93,17 +106,29 @@ class UdpBackendImpl implements Backend {
       );
     }
     const mtu = extIface.mtu - UDP_OVERHEAD;
+    const port = udpPort(config.backend.port);
     const existing = await netlink.links.get(UDP_DEVICE);
     if (!this.#tun || !existing || existing.kind !== 'tun') {
       // The device lives as long as the forwarder's fd: a deleted one means a new forwarder.
       this.#tun?.close();
       if (existing && existing.kind !== 'tun') await netlink.links.delete(existing.index);
       else if (existing && !this.#tun) await netlink.links.delete(existing.index);
-      this.#tun = new loaded.addon.Tun(
-        { name: UDP_DEVICE, localIp: extIface.ip, port: config.backend.port, icmpSource: extIface.ip },
+      const tun: NativeTun = new loaded.addon.Tun(
+        { name: UDP_DEVICE, localIp: extIface.ip, port, icmpSource: extIface.ip },
         (s) => (this.#stats = s),
+        (err) => {
+          // The forwarder's thread is gone: closing it removes flannel0, and the reconciler's
+          // repair of the missing device prepares a new forwarder.
+          logger.error({ err, device: UDP_DEVICE }, 'udp forwarder stopped; recreating the device');
+          if (this.#tun === tun) {
+            this.#stats = tun.stats() ?? this.#stats;
+            tun.close();
+            this.#tun = undefined;
+          }
+        },
       );
-      logger.info({ device: UDP_DEVICE, port: config.backend.port, mtu }, 'udp forwarder started');
+      this.#tun = tun;
+      logger.info({ device: UDP_DEVICE, port, mtu }, 'udp forwarder started');
     }
     const link = await netlink.links.get(UDP_DEVICE);
     if (!link) throw new WeftError(ErrorCodes.NETLINK, `udp backend: ${UDP_DEVICE} vanished after creation`);

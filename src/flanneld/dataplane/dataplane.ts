@@ -130,6 +130,7 @@ export class Dataplane {
         extIface: opts.extIface,
         netlink: opts.netlink,
         logger: this.#log,
+        ...(opts.registry && { metrics: opts.registry }),
       });
     this.#reconciler = new Reconciler({
       netlink: opts.netlink,

@@ -55,8 +55,8 @@ export function createNativeRelay(addon: Pick<NativeAddon, 'Relay'>): Relay {
       // Node must not read what the addon is to move (the client is accepted paused).
       client.pause();
       upstream.pause();
-      const id = nextId;
-      nextId = nextId >= 0xffffffff ? 1 : nextId + 1;
+      // Never wraps (2^53 ids), so an id never names a live connection again.
+      const id = nextId++;
       const result = new Promise<RelayStats>((resolve) => pending.set(id, resolve));
       native.addTcp(id, a, b, opts.idleTimeoutMs ?? 0);
       // The addon duplicated both fds: closing Node's copies leaves the connections open.

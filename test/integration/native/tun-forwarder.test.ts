@@ -1,7 +1,8 @@
 /**
  * The udp backend's native forwarder in a throwaway namespace: malformed datagrams on the UDP
  * port are counted and dropped without harming the process, and a well-formed packet still goes
- * through to the TUN afterwards; a packet for a subnet no route covers is answered with ICMP.
+ * through to the TUN afterwards, but only from a lease's public IP with a source inside that
+ * lease's subnet; a packet for a subnet no route covers is answered with ICMP.
  */
 import { createSocket } from 'node:dgram';
 import { runInNetns } from '../../helpers/netns-test.js';
@@ -43,6 +44,8 @@ runInNetns(
     await run('ip', ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0p']);
     await run('ip', ['link', 'set', 'eth0p', 'up']);
     await run('ip', ['addr', 'add', '10.99.0.11/24', 'dev', 'eth0']);
+    // The remote node's public IP, local here so that the test can send from it.
+    await run('ip', ['addr', 'add', '10.99.0.12/32', 'dev', 'eth0']);
     await run('ip', ['link', 'set', 'eth0', 'up']);
     const pushed: NativeTunStats[] = [];
     const tun = new loaded.addon.Tun(
@@ -59,10 +62,13 @@ runInNetns(
 
     const sock = createSocket('udp4');
     await new Promise<void>((resolve) => sock.bind(0, '127.0.0.1', resolve));
-    const send = (b: Buffer) =>
+    const fromPeer = createSocket('udp4');
+    await new Promise<void>((resolve) => fromPeer.bind(0, '10.99.0.12', resolve));
+    const sendFrom = (s: typeof sock, b: Buffer) =>
       new Promise<void>((resolve, reject) =>
-        sock.send(b, 8285, '10.99.0.11', (e) => (e ? reject(e) : resolve())),
+        s.send(b, 8285, '10.99.0.11', (e) => (e ? reject(e) : resolve())),
       );
+    const send = (b: Buffer) => sendFrom(sock, b);
     const good = ipv4([10, 244, 2, 2], [10, 244, 1, 0]);
     const bad: [string, Buffer][] = [
       ['empty', Buffer.alloc(0)],
@@ -88,9 +94,17 @@ runInNetns(
     );
     t.equal(afterBad.tunTx, 0, 'none reached the TUN');
 
+    // Well-formed, but not from a lease's node, or not from its subnet: dropped and counted.
     await send(good);
+    await sendFrom(fromPeer, ipv4([10, 244, 7, 7], [10, 244, 1, 0]));
+    const afterStrangers = await until(tun, (s) => s.dropUnknownPeer >= 1 && s.dropForeignSource >= 1);
+    t.equal(afterStrangers.dropUnknownPeer, 1, 'from no lease public IP: dropped as unknown peer');
+    t.equal(afterStrangers.dropForeignSource, 1, "from a lease's node, foreign source: dropped");
+    t.equal(afterStrangers.tunTx, 0, 'neither reached the TUN');
+
+    await sendFrom(fromPeer, good);
     const afterGood = await until(tun, (s) => s.tunTx >= 1);
-    t.equal(afterGood.tunTx, 1, 'a well-formed packet after them is written to the TUN');
+    t.equal(afterGood.tunTx, 1, "a packet from the lease's node and subnet is written to the TUN");
 
     // A packet for a subnet no route covers, from the kernel into the TUN: answered with ICMP.
     const ping = await run('ping', ['-n', '-c', '1', '-W', '1', '10.244.9.9'], { allowFail: true });
@@ -112,6 +126,7 @@ runInNetns(
     );
 
     sock.close();
+    fromPeer.close();
     tun.close();
     const links = await run('ip', ['-j', 'link', 'show']);
     t.notMatch(links.stdout, /flannel0/, 'close() removes the device');
