@@ -418,6 +418,8 @@ export class SyncEngine {
       } catch (err) {
         applied = await this.#isolate(s, ports, changed, err, rejected);
         if (!applied) {
+          // What was left out before the kernel was asked is named even when the sync fails.
+          this.#record(s, rejected);
           s.needFull = true;
           firstError ??= err;
           this.#m.failures.inc();
