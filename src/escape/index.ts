@@ -39,6 +39,23 @@ export function iptablesComment(text: string): string {
   return safe.includes(' ') ? `"${safe}"` : safe;
 }
 
+/** nft's limit on a chain, set or map name (NFT_NAME_MAXLEN, less its NUL), in bytes. */
+export const NFT_NAME_MAX = 255;
+
+// nft's identifier characters after the first (scanner.l): letters, digits, `/`, `-`, `_`, `.`.
+const IDENT_UNSAFE = /[^A-Za-z0-9/_.-]/g;
+
+/**
+ * `text` as a part of an nft chain, set or map name: only identifier characters, cut to `max`
+ * bytes with a hash suffix when anything was replaced or cut. Callers put a fixed prefix starting
+ * with a letter in front and a hash of the whole identity in it, so the name stays unique.
+ */
+export function nftIdentifierPart(text: string, max = NFT_NAME_MAX): string {
+  const replaced = text.replace(IDENT_UNSAFE, '_');
+  if (replaced === text && text.length <= max) return text;
+  return `${replaced.slice(0, Math.max(0, max - 9))}_${tag(text)}`;
+}
+
 // C0 and C1 controls, DEL, and the bidirectional overrides and isolates that reorder a line.
 // eslint-disable-next-line no-control-regex
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069\\]/g;

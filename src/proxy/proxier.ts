@@ -63,6 +63,14 @@ export interface Proxier {
    */
   sync(req: SyncRequest): Promise<void>;
   /**
+   * Asks the kernel's checker (`nft -c`, `iptables-restore --test`) whether it would accept the
+   * full ruleset of `servicePorts`, changing nothing; rejects with the checker's error when not.
+   * The engine uses it after a failed sync to find the service ports that make the kernel refuse
+   * the rest, so that one bad object never stops rule programming for every Service. A proxier
+   * without it cannot isolate such an object.
+   */
+  check?(servicePorts: ServicePortMap): Promise<void>;
+  /**
    * False when something other than weft removed or flushed its rules (kube-proxy's canary);
    * the engine then runs a full sync.
    */

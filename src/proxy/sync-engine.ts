@@ -18,8 +18,11 @@ import type { Logger } from '../log/index.js';
 import { Counter, Gauge, Histogram, metricName } from '../metrics/index.js';
 import { clearStaleConntrack, conntrackCleanupArgs } from './conntrack.js';
 import {
-  buildServicePorts,
   changedServicePorts,
+  DEFAULT_ENDPOINT_BUDGET,
+  planServicePorts,
+  unrenderableField,
+  type EndpointBudget,
   type EndpointSliceSpec,
   type Family,
   type ServicePort,
@@ -66,10 +69,38 @@ export interface SyncEngineOptions {
   clock?: RunnerClock;
   /** Called after each successful sync with every family's applied service ports. */
   onSynced?: (servicePorts: readonly ServicePort[]) => void;
+  /** How many endpoints one Service may expand to per sync; default {@link DEFAULT_ENDPOINT_BUDGET}. */
+  endpointBudget?: EndpointBudget;
+  /**
+   * Most `check` runs spent finding the objects that make one sync fail. The candidates still
+   * unresolved when they run out are all left out until the next periodic full sync. Default 64.
+   */
+  maxIsolationChecks?: number;
+}
+
+/** Why a service port (or a whole Service) is left out of the rules. */
+export type RejectionReason = 'kernel' | 'unrenderable' | 'budget';
+
+/** A service port, or a Service, the engine does not program. */
+export interface Rejection {
+  family: Family;
+  /** The service port id (`<namespace>/<name>[:<port>]`), or `<namespace>/<name>` for `budget`. */
+  key: string;
+  reason: RejectionReason;
+  /** The field at fault, when known. */
+  field: string;
+  message: string;
+}
+
+/** A rejection and the object it was made for: it stands until that object changes. */
+interface Rejected extends Rejection {
+  fingerprint: string;
 }
 
 interface FamilyState {
   proxier: Proxier;
+  /** Service ports (or Services, for `budget`) left out, by key. */
+  rejected: Map<string, Rejected>;
   /** What the proxier last applied successfully; undefined before its first sync. */
   applied: ServicePortMap | undefined;
   needFull: boolean;
@@ -98,6 +129,8 @@ interface EngineMetrics {
   rulesRestored: Counter;
   conntrackFailures: Counter;
   servicePorts: Gauge<'family'>;
+  rejected: Gauge<'family' | 'reason'>;
+  rejections: Counter<'family' | 'reason'>;
 }
 
 function reuse<M>(registry: Registry, name: string, make: (name: string, registers: Registry[]) => M): M {
@@ -158,6 +191,30 @@ function engineMetrics(r: Registry): EngineMetrics {
       'weft_proxy_conntrack_cleanup_failures_total',
       'conntrack deletions of stale UDP entries that failed.',
     ),
+    rejected: reuse(
+      r,
+      'weft_proxy_sync_rejected_service_ports',
+      (n, registers) =>
+        new Gauge<'family' | 'reason'>({
+          name: n,
+          help:
+            'Service ports left out of the rules, by IP family and reason: kernel (the kernel refused ' +
+            'their rules), unrenderable (a value not of its form), budget (Services over the endpoint budget).',
+          labelNames: ['family', 'reason'],
+          registers,
+        }),
+    ),
+    rejections: reuse(
+      r,
+      'weft_proxy_sync_rejections_total',
+      (n, registers) =>
+        new Counter<'family' | 'reason'>({
+          name: n,
+          help: 'Times a service port or Service was newly left out of the rules (each is logged with its key).',
+          labelNames: ['family', 'reason'],
+          registers,
+        }),
+    ),
     servicePorts: reuse(
       r,
       'weft_proxy_service_ports',
@@ -206,6 +263,7 @@ export class SyncEngine {
     this.#states = opts.proxiers.map((proxier) => ({
       proxier,
       applied: undefined,
+      rejected: new Map(),
       needFull: true,
       lastFullAt: -Infinity,
     }));
@@ -227,6 +285,19 @@ export class SyncEngine {
   /** When the last successful sync ended (the engine's clock, ms), undefined before the first. */
   get lastSyncAt(): number | undefined {
     return this.#lastSyncAt;
+  }
+
+  /** What every family leaves out of its rules now, by family and key. */
+  rejections(): Rejection[] {
+    return this.#states.flatMap((s) =>
+      [...s.rejected.values()].map(({ family, key, reason, field, message }) => ({
+        family,
+        key,
+        reason,
+        field,
+        message,
+      })),
+    );
   }
 
   /** Every family's service ports as last applied. */
@@ -331,36 +402,55 @@ export class SyncEngine {
     let firstError: unknown;
     for (const s of this.#states) {
       const family: Family = s.proxier.family;
-      const ports = buildServicePorts(services, slices, { family, nodeName: this.#o.nodeName });
       const periodic = start - s.lastFullAt >= this.#syncPeriodMs;
       const full = s.needFull || !s.applied || periodic;
+      const { ports, rejected } = this.#admit(s, services, slices, periodic);
       const changed = full || !s.applied ? undefined : changedServicePorts(s.applied, ports);
-      if (changed && changed.size === 0) continue;
+      if (changed && changed.size === 0) {
+        this.#record(s, rejected);
+        continue;
+      }
       anyFull ||= full;
       ran++;
+      let applied: Map<string, ServicePort> | undefined = ports;
       try {
         await s.proxier.sync({ servicePorts: ports, changed });
       } catch (err) {
-        s.needFull = true;
-        firstError ??= err;
-        this.#m.failures.inc();
-        this.#o.log.error(
-          { mode: s.proxier.mode, family, full, reason, err: messageOf(err) },
-          'sync of the proxy rules failed; retrying with a full sync',
-        );
-        continue;
+        applied = await this.#isolate(s, ports, changed, err, rejected);
+        if (!applied) {
+          // What was left out before the kernel was asked is named even when the sync fails.
+          this.#record(s, rejected);
+          s.needFull = true;
+          firstError ??= err;
+          this.#m.failures.inc();
+          this.#o.log.error(
+            { mode: s.proxier.mode, family, full, reason, err: messageOf(err) },
+            'sync of the proxy rules failed; retrying with a full sync',
+          );
+          continue;
+        }
       }
+      this.#record(s, rejected);
       const before = s.applied ?? new Map<string, ServicePort>();
-      s.applied = ports;
+      // After an isolation the rules were rewritten in full, whatever was asked.
+      const wasFull = full || applied !== ports;
+      s.applied = applied;
       s.needFull = false;
       if (full) s.lastFullAt = start;
-      this.#m.servicePorts.set({ family: String(family) }, ports.size);
+      this.#m.servicePorts.set({ family: String(family) }, applied.size);
       this.#o.log.debug(
-        { mode: s.proxier.mode, family, full, changed: changed?.size, servicePorts: ports.size, reason },
+        {
+          mode: s.proxier.mode,
+          family,
+          full: wasFull,
+          changed: changed?.size,
+          servicePorts: applied.size,
+          reason,
+        },
         'synced proxy rules',
       );
       if (this.#o.conntrackRunner) {
-        const args = conntrackCleanupArgs(before, ports, changed);
+        const args = conntrackCleanupArgs(before, applied, wasFull ? undefined : changed);
         if (args.length) {
           const failed = await clearStaleConntrack(this.#o.conntrackRunner, args, this.#o.log);
           if (failed) this.#m.conntrackFailures.inc(failed);
@@ -390,5 +480,154 @@ export class SyncEngine {
       this.#onFirstSync();
     }
     this.#o.onSynced?.(this.appliedServicePorts());
+  }
+  /**
+   * The service ports of one family the proxier is asked for: within the endpoint budget, of a
+   * renderable form, and not refused by the kernel before in the same version (those are tried
+   * again when they change, and on the periodic full sync). `rejected` gets every one left out.
+   */
+  #admit(
+    s: FamilyState,
+    services: ServiceSpec[],
+    slices: EndpointSliceSpec[],
+    periodic: boolean,
+  ): { ports: Map<string, ServicePort>; rejected: Map<string, Rejected> } {
+    const family = s.proxier.family;
+    const plan = planServicePorts(services, slices, {
+      family,
+      nodeName: this.#o.nodeName,
+      budget: this.#o.endpointBudget ?? DEFAULT_ENDPOINT_BUDGET,
+    });
+    const rejected = new Map<string, Rejected>();
+    for (const o of plan.overBudget) {
+      rejected.set(o.service, {
+        family,
+        key: o.service,
+        reason: 'budget',
+        field: o.field,
+        message: o.message,
+        fingerprint: o.message,
+      });
+    }
+    const ports = plan.servicePorts;
+    for (const [id, sp] of ports) {
+      const bad = unrenderableField(sp);
+      if (bad) {
+        rejected.set(id, { family, key: id, reason: 'unrenderable', ...bad, fingerprint: bad.field });
+        ports.delete(id);
+        continue;
+      }
+      const before = s.rejected.get(id);
+      if (!periodic && before?.reason === 'kernel' && before.fingerprint === JSON.stringify(sp)) {
+        rejected.set(id, before);
+        ports.delete(id);
+      }
+    }
+    return { ports, rejected };
+  }
+
+  /** Makes `rejected` the family's rejections: logs and counts the new ones once, notes the cleared ones. */
+  #record(s: FamilyState, rejected: Map<string, Rejected>): void {
+    const family = s.proxier.family;
+    for (const [key, r] of rejected) {
+      const prev = s.rejected.get(key);
+      if (prev && prev.reason === r.reason && prev.fingerprint === r.fingerprint) continue;
+      this.#m.rejections.inc({ family: String(family), reason: r.reason });
+      const what = r.reason === 'budget' ? 'Service' : 'service port';
+      this.#o.log.error(
+        { mode: s.proxier.mode, family, key, field: r.field, reason: r.reason, err: r.message },
+        `${what} ${key} left out of the proxy rules (${r.reason}${r.field ? `, field ${r.field}` : ''}); every other service is programmed`,
+      );
+    }
+    for (const [key, r] of s.rejected) {
+      if (!rejected.has(key))
+        this.#o.log.info({ family, key, reason: r.reason }, `${key} is no longer left out`);
+    }
+    s.rejected = rejected;
+    for (const reason of ['kernel', 'unrenderable', 'budget'] as const) {
+      let n = 0;
+      for (const r of rejected.values()) if (r.reason === reason) n++;
+      this.#m.rejected.set({ family: String(family), reason }, n);
+    }
+  }
+
+  /**
+   * After a failed sync: finds the service ports the proxier's checker refuses (by bisection,
+   * the changed ports first), leaves them out and rewrites everything else in full. Returns what
+   * was applied, or undefined when the failure is not any object's (the checker accepts them all,
+   * the proxier cannot check, or the rest fails too). The normal path never pays for this.
+   */
+  async #isolate(
+    s: FamilyState,
+    ports: Map<string, ServicePort>,
+    changed: ReadonlySet<string> | undefined,
+    err: unknown,
+    rejected: Map<string, Rejected>,
+  ): Promise<Map<string, ServicePort> | undefined> {
+    const proxier = s.proxier;
+    if (!proxier.check) return undefined;
+    let budget = this.#o.maxIsolationChecks ?? 64;
+    const errors = new Map<string, string>();
+    let lastError = '';
+    const ok = async (ids: string[]): Promise<boolean> => {
+      budget--;
+      try {
+        await proxier.check!(new Map(ids.map((id) => [id, ports.get(id)!])));
+        return true;
+      } catch (e) {
+        lastError = messageOf(e);
+        return false;
+      }
+    };
+    // The ids of `group` that fail next to `base` (whose ports pass together).
+    const find = async (base: string[], group: string[]): Promise<string[]> => {
+      if (group.length === 0) return [];
+      if (budget <= 0) return group;
+      if (await ok([...base, ...group])) return [];
+      if (group.length === 1) {
+        errors.set(group[0]!, lastError);
+        return group;
+      }
+      const mid = Math.ceil(group.length / 2);
+      const left = group.slice(0, mid);
+      const badLeft = new Set(await find(base, left));
+      const goodLeft = left.filter((id) => !badLeft.has(id));
+      return [...badLeft, ...(await find([...base, ...goodLeft], group.slice(mid)))];
+    };
+    const all = [...ports.keys()].sort();
+    if (await ok(all)) return undefined;
+    let bad: string[] = [];
+    if (changed) {
+      // The culprit of a failed partial sync is most likely among what it changed.
+      const suspects = all.filter((id) => changed.has(id));
+      const base = all.filter((id) => !changed.has(id));
+      if (suspects.length > 0 && (await ok(base))) bad = await find(base, suspects);
+    }
+    if (bad.length === 0) bad = await find([], all);
+    if (bad.length === 0) return undefined;
+    const rest = new Map(ports);
+    for (const id of bad) rest.delete(id);
+    try {
+      await proxier.sync({ servicePorts: rest, changed: undefined });
+    } catch (again) {
+      this.#o.log.error(
+        { mode: proxier.mode, family: proxier.family, err: messageOf(again) },
+        'sync without the refused service ports failed too',
+      );
+      return undefined;
+    }
+    const fallback = budget <= 0 ? 'not isolated: too many failing objects' : messageOf(err);
+    for (const id of bad) {
+      const sp = ports.get(id)!;
+      rejected.set(id, {
+        family: proxier.family,
+        key: id,
+        reason: 'kernel',
+        field: '',
+        message: errors.get(id) ?? fallback,
+        fingerprint: JSON.stringify(sp),
+      });
+    }
+    return rest;
   }
 }

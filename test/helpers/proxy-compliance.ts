@@ -110,6 +110,9 @@ export function runPerMode(
     return;
   }
   const file = fileURLToPath(fileUrl);
+  // Three modes, each a child process that loads TypeScript afresh: on a busy machine that alone
+  // can pass the default 120 s.
+  t.setTimeout(300_000);
   t.before(() => cleanupStale());
   for (const info of MODES) {
     const only = process.env.WEFT_PROXIER_ONLY?.split(',');

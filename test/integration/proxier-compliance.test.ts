@@ -3,16 +3,33 @@
  * state: a local client (OUTPUT path) reaches a ClusterIP and every endpoint is used; a service
  * without endpoints is refused at once; a partial sync removes an endpoint, adds and removes a
  * service; syncing the same state twice changes nothing; rulesIntact() notices rules wiped by
- * someone else and a full sync restores them; cleanup() leaves nothing of weft and is idempotent.
+ * someone else and a full sync restores them; a Service with Kubernetes' longest valid names is
+ * served, and one the kernel refuses (built past validation) is left out by the sync engine while
+ * everything else is programmed; cleanup() leaves nothing of weft and is idempotent.
  */
 import { createServer, connect, type Server } from 'node:net';
 import type { Test } from 'tap';
 import { silentLogger } from '../../src/log/index.js';
-import { changedServicePorts, type ServicePort } from '../../src/proxy/model/index.js';
+import { createRegistry } from '../../src/metrics/index.js';
+import {
+  changedServicePorts,
+  parseEndpointSlice,
+  parseService,
+  type EndpointSliceSpec,
+  type ServicePort,
+  type ServiceSpec,
+} from '../../src/proxy/model/index.js';
 import type { Proxier, ProxierContext } from '../../src/proxy/proxier.js';
+import { SyncEngine } from '../../src/proxy/sync-engine.js';
 import { run } from '../lab/exec.js';
 import { loadFactory, netnsRunner, runPerMode, type ModeInfo } from '../helpers/proxy-compliance.js';
-import { servicePortsOf, type ServiceDef, type SliceDef } from '../helpers/proxy-objects.js';
+import {
+  serviceObject,
+  servicePortsOf,
+  sliceObject,
+  type ServiceDef,
+  type SliceDef,
+} from '../helpers/proxy-objects.js';
 
 const NODE = 'node-1';
 const DEV = 'wveth0';
@@ -39,6 +56,20 @@ const SOLO: ServiceDef = {
 const LATE: ServiceDef = {
   name: 'late',
   clusterIP: '10.96.0.13',
+  ports: [{ port: 80, targetPort: EP_PORT }],
+};
+
+/** Kubernetes' longest valid names: 63-character namespace and name, 15-character port name. */
+const LONG: ServiceDef = {
+  namespace: `long-${'n'.repeat(58)}`,
+  name: `long-${'s'.repeat(58)}`,
+  clusterIP: '10.96.0.14',
+  ports: [{ name: 'longest-portnam', port: 80, targetPort: EP_PORT }],
+};
+/** Turned, past validation, into a service port no kernel checker accepts (port 70000). */
+const REFUSED: ServiceDef = {
+  name: 'refused',
+  clusterIP: '10.96.0.15',
   ports: [{ port: 80, targetPort: EP_PORT }],
 };
 
@@ -221,6 +252,8 @@ async function suite(t: Test, info: ModeInfo, ns: string): Promise<void> {
   const refusedAgain = await request(EMPTY.clusterIP, 80, 3000);
   t.equal(refusedAgain.who, '!ECONNREFUSED', 'and the reject of the empty service');
 
+  await isolation(t, proxier);
+
   // Cleanup.
   await proxier.cleanup();
   const left = await ruleset();
@@ -233,6 +266,80 @@ async function suite(t: Test, info: ModeInfo, ns: string): Promise<void> {
   t.pass('a second cleanup() succeeds');
   t.notMatch(await ruleset(), /weft/i, 'and still leaves nothing');
   await proxier.close();
+}
+
+function specs(
+  defs: ServiceDef[],
+  slices: SliceDef[],
+): { services: ServiceSpec[]; slices: EndpointSliceSpec[] } {
+  return {
+    services: defs.map((d) => {
+      const o = serviceObject(d);
+      return parseService(o.key, d.namespace ?? 'default', d.name, JSON.stringify(o.value));
+    }),
+    slices: slices.map((d) => {
+      const o = sliceObject(d);
+      const meta = o.value.metadata as { name: string };
+      return parseEndpointSlice(o.key, d.namespace ?? 'default', meta.name, JSON.stringify(o.value));
+    }),
+  };
+}
+
+/**
+ * The sync engine over this proxier, with a Service of the longest valid names and one that the
+ * kernel refuses next to the good ones: the good ones and the long one answer, the refused one is
+ * named, and the engine is synced and healthy.
+ */
+async function isolation(t: Test, proxier: Proxier): Promise<void> {
+  const longSlice: SliceDef = {
+    ...soloSlice(LONG.name, EP[1]),
+    namespace: LONG.namespace,
+    name: 'long-0',
+    ports: [{ name: 'longest-portnam', port: EP_PORT }],
+  };
+  const objs = specs(
+    [WEB, EMPTY, SOLO, LONG, REFUSED],
+    [webSlice([EP[0], EP[1]]), soloSlice('solo', EP[0]), longSlice, soloSlice('refused', EP[2])],
+  );
+  // Past validation, which refuses it at the door.
+  objs.services = objs.services.map((s) =>
+    s.name === REFUSED.name ? { ...s, ports: s.ports.map((p) => ({ ...p, port: 70_000 })) } : s,
+  );
+  t.ok(proxier.check, 'the proxier can check a ruleset without applying it');
+  const engine = new SyncEngine({
+    proxiers: [proxier],
+    source: { services: () => objs.services, slices: () => objs.slices },
+    nodeName: NODE,
+    log: silentLogger(),
+    metrics: createRegistry(),
+    minSyncPeriodMs: 0,
+    syncPeriodMs: 60_000,
+  });
+  engine.start();
+  try {
+    engine.queueChange({ kind: 'Service', seenAt: Date.now(), count: 1 });
+    await Promise.race([
+      engine.firstSync,
+      new Promise((_, reject) => setTimeout(() => reject(new Error('no sync within 20 s')), 20_000)),
+    ]);
+    t.same(
+      engine.rejections().map((r) => [r.key, r.reason]),
+      [['default/refused', 'kernel']],
+      'the refused service port is named',
+    );
+    t.same(engine.healthz(), { ok: true }, '/healthz is fine');
+    const web = await tally(WEB.clusterIP, 80, 10);
+    t.same([...web.keys()].sort(), [EP[0], EP[1]], `the good services are programmed: ${fmt(web)}`);
+    t.equal(
+      (await request(LONG.clusterIP, 80)).who,
+      EP[1],
+      'the Service with the longest valid names answers',
+    );
+    t.equal((await request(EMPTY.clusterIP, 80, 3000)).who, '!ECONNREFUSED', 'the empty one is refused');
+    t.ok(await proxier.rulesIntact(), 'rulesIntact()');
+  } finally {
+    await engine.stop();
+  }
 }
 
 runPerMode(import.meta.url, suite);

@@ -13,7 +13,7 @@ import {
   type CommandResult,
   type CommandRunner,
 } from '../../exec/index.js';
-import type { Family } from '../model/index.js';
+import type { Family, ServicePortMap } from '../model/index.js';
 import type { Proxier, ProxierContext, SyncRequest } from '../proxier.js';
 import {
   CANARY_CHAIN,
@@ -217,6 +217,23 @@ export class IptablesProxier implements Proxier {
       },
       'iptables sync',
     );
+  }
+
+  async check(servicePorts: ServicePortMap): Promise<void> {
+    const f = await this.features();
+    const input = buildRestoreInput(
+      {
+        family: this.family,
+        clusterCidr: this.#ctx.clusterCidr,
+        masqueradeAll: this.#ctx.masqueradeAll,
+        nodePortAddresses: this.#ctx.nodePortAddresses,
+        randomFully: f.randomFully,
+      },
+      { servicePorts, changed: undefined, existingChains: [] },
+    );
+    const args = [...(f.restoreWait ? ['-w'] : []), '--test', '--noflush'];
+    const res = await this.#runner(this.#cmds.restore, args, input.text);
+    if (res.code !== 0) throw restoreFailed(this.#cmds.restore, args, res, input.text);
   }
 
   /** Runs one `iptables-restore --noflush` with `input`. */

@@ -9,6 +9,7 @@
  * transaction.
  */
 import { isIP } from 'node:net';
+import { iptablesComment } from '../../escape/index.js';
 import { isExternallyAccessible, selectEndpoints } from '../model/index.js';
 import type { Endpoint, Family, ServicePort, ServicePortMap } from '../model/index.js';
 import { MASQUERADE_MARK } from '../proxier.js';
@@ -76,10 +77,8 @@ export function probability(remaining: number): string {
   return (1 / remaining).toFixed(10);
 }
 
-/** Quotes an iptables-restore token that holds spaces (comments). */
-function q(text: string): string {
-  return /[\s"]/.test(text) ? `"${text.replace(/"/g, "'")}"` : text;
-}
+/** A comment as one iptables-restore token: registry names in it never become syntax. */
+const q = iptablesComment;
 
 /** One line of rules, built from tokens. */
 type Line = string;
@@ -489,7 +488,8 @@ export function buildRestoreInput(cfg: IptablesRulesConfig, req: RestoreRequest)
   }
 
   // NodePorts come last in WEFT-SERVICES, after every service address.
-  const nodePortsComment = q('weft service nodeports; NOTE: this must be the last rule in this chain');
+  // A fixed text (kube-proxy's), quoted as it is: `;` means nothing inside quotes.
+  const nodePortsComment = '"weft service nodeports; NOTE: this must be the last rule in this chain"';
   const loopback = cfg.family === 6 ? '::1/128' : '127.0.0.0/8';
   const cidrs = cfg.nodePortAddresses.filter((c) => isIP(c.split('/')[0] ?? '') === cfg.family);
   if (cidrs.length === 0) {

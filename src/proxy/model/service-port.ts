@@ -4,7 +4,9 @@
  * it is computed by pure functions so that golden tests can pin it.
  */
 import { isIP } from 'node:net';
-import type { EndpointSliceSpec, Family, Protocol, ServiceSpec } from '../../k8s/schema.js';
+import { Cidr } from '../../ipam/index.js';
+import { PROTOCOLS } from '../../k8s/schema.js';
+import type { EndpointSliceSpec, Family, Protocol, ServicePortSpec, ServiceSpec } from '../../k8s/schema.js';
 
 /** One endpoint of a service port. */
 export interface Endpoint {
@@ -55,23 +57,67 @@ export function servicePortId(namespace: string, name: string, portName: string)
   return `${namespace}/${name}${portName ? `:${portName}` : ''}`;
 }
 
+/**
+ * The most endpoints a sync expands per object. Ports × endpoints are expanded on every sync, so
+ * without a bound one Service (a slice of 1,000 endpoints and 100 ports, a Service of many ports
+ * over many slices) multiplies the work of every sync for every Service.
+ */
+export interface EndpointBudget {
+  /**
+   * Endpoints of one service port, summed over the Service's slices. Default 10,000: twice
+   * Kubernetes' scalability threshold of 5,000 backends per Service.
+   */
+  perServicePort: number;
+  /**
+   * Endpoints of all ports of one Service together (ports × endpoints). Default 100,000: one full
+   * slice at the API's maxima (1,000 endpoints × 100 ports), or 5,000 backends × 20 ports.
+   */
+  perService: number;
+}
+
+/** The budget the proxy applies; see {@link EndpointBudget}. */
+export const DEFAULT_ENDPOINT_BUDGET: Readonly<EndpointBudget> = {
+  perServicePort: 10_000,
+  perService: 100_000,
+};
+
 /** Options of {@link buildServicePorts}. */
 export interface BuildOptions {
   family: Family;
   /** This node's name; endpoints whose slice names it are local. */
   nodeName: string;
+  /** Default {@link DEFAULT_ENDPOINT_BUDGET}. */
+  budget?: EndpointBudget;
+}
+
+/** A Service left out because expanding it would pass the {@link EndpointBudget}. */
+export interface OverBudgetService {
+  /** `<namespace>/<name>`. */
+  service: string;
+  /** The field at fault: `spec.ports[i]` (one port over budget) or `spec.ports` (all together). */
+  field: string;
+  message: string;
+}
+
+/** The service ports of one family, and the Services left out. */
+export interface ServicePortPlan {
+  servicePorts: Map<string, ServicePort>;
+  overBudget: OverBudgetService[];
 }
 
 /**
  * Joins services with their slices into the service ports of one family. Services without a
  * ClusterIP of the family (headless, ExternalName, single-stack of the other family) have none.
- * Slices of another family, FQDN slices and slices of absent services are ignored.
+ * Slices of another family, FQDN slices and slices of absent services are ignored. A Service
+ * whose expansion would pass the budget is left out whole (counted before anything is expanded)
+ * and reported in `overBudget`.
  */
-export function buildServicePorts(
+export function planServicePorts(
   services: Iterable<ServiceSpec>,
   slices: Iterable<EndpointSliceSpec>,
   opts: BuildOptions,
-): Map<string, ServicePort> {
+): ServicePortPlan {
+  const budget = opts.budget ?? DEFAULT_ENDPOINT_BUDGET;
   const addressType = opts.family === 4 ? 'IPv4' : 'IPv6';
   const slicesBySvc = new Map<string, EndpointSliceSpec[]>();
   for (const sl of slices) {
@@ -82,6 +128,7 @@ export function buildServicePorts(
     slicesBySvc.set(k, list);
   }
   const out = new Map<string, ServicePort>();
+  const overBudget: OverBudgetService[] = [];
   for (const svc of services) {
     const clusterIP = svc.clusterIPs.find((a) => isIP(a) === opts.family);
     if (clusterIP === undefined) continue;
@@ -91,16 +138,25 @@ export function buildServicePorts(
       a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
     );
     const external = svc.type === 'NodePort' || svc.type === 'LoadBalancer' || svc.externalIPs.length > 0;
+    const slicePort = (sl: EndpointSliceSpec, p: ServicePortSpec): number | undefined => {
+      if (sl.ports === undefined) {
+        return typeof p.targetPort === 'number'
+          ? p.targetPort
+          : p.targetPort === undefined
+            ? p.port
+            : undefined;
+      }
+      return sl.ports.find((sp) => sp.name === p.name && sp.protocol === p.protocol)?.port;
+    };
+    const over = overBudgetField(svc, svcSlices, slicePort, budget);
+    if (over) {
+      overBudget.push({ service: `${svc.namespace}/${svc.name}`, ...over });
+      continue;
+    }
     for (const p of svc.ports) {
       const byKey = new Map<string, Endpoint>();
       for (const sl of svcSlices) {
-        let epPort: number | undefined;
-        if (sl.ports === undefined) {
-          epPort =
-            typeof p.targetPort === 'number' ? p.targetPort : p.targetPort === undefined ? p.port : undefined;
-        } else {
-          epPort = sl.ports.find((sp) => sp.name === p.name && sp.protocol === p.protocol)?.port;
-        }
+        const epPort = slicePort(sl, p);
         if (epPort === undefined) continue;
         for (const e of sl.endpoints) {
           const ip = e.addresses[0];
@@ -140,7 +196,47 @@ export function buildServicePorts(
       });
     }
   }
-  return out;
+  return { servicePorts: out, overBudget };
+}
+
+/** {@link planServicePorts} without the report of the Services left out. */
+export function buildServicePorts(
+  services: Iterable<ServiceSpec>,
+  slices: Iterable<EndpointSliceSpec>,
+  opts: BuildOptions,
+): Map<string, ServicePort> {
+  return planServicePorts(services, slices, opts).servicePorts;
+}
+
+/**
+ * Where a Service passes the budget, counted from the slices' sizes (duplicates included) so that
+ * nothing is expanded to find out.
+ */
+function overBudgetField(
+  svc: ServiceSpec,
+  slices: EndpointSliceSpec[],
+  slicePort: (sl: EndpointSliceSpec, p: ServicePortSpec) => number | undefined,
+  budget: EndpointBudget,
+): { field: string; message: string } | undefined {
+  let total = 0;
+  for (const [i, p] of svc.ports.entries()) {
+    let n = 0;
+    for (const sl of slices) if (slicePort(sl, p) !== undefined) n += sl.endpoints.length;
+    if (n > budget.perServicePort) {
+      return {
+        field: `spec.ports[${i}]`,
+        message: `${n} endpoints for one port, over the limit of ${budget.perServicePort}`,
+      };
+    }
+    total += n;
+    if (total > budget.perService) {
+      return {
+        field: 'spec.ports',
+        message: `more than ${budget.perService} endpoints over all ports (ports × endpoints)`,
+      };
+    }
+  }
+  return undefined;
 }
 
 function compareEndpoints(a: Endpoint, b: Endpoint): number {
@@ -198,4 +294,48 @@ export function changedServicePorts(before: ServicePortMap, after: ServicePortMa
   }
   for (const id of before.keys()) if (!after.has(id)) out.add(id);
   return out;
+}
+
+const isAddress = (a: unknown): boolean => typeof a === 'string' && isIP(a) !== 0 && !a.includes('%');
+const isCount = (n: unknown): boolean => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
+function isCidr(c: unknown): boolean {
+  if (typeof c !== 'string') return false;
+  try {
+    Cidr.parseLenient(c);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The first field of `sp` that a renderer would write as it is (an address, a CIDR, a number, the
+ * protocol) and that is not of its lexical form, or undefined. Names are escaped where they are
+ * rendered; these values cannot be, so a service port failing this is never rendered: a second
+ * line behind validation, which already refuses them. Ranges and families are left to the kernel
+ * (a value of the wrong range is refused there, not turned into syntax).
+ */
+export function unrenderableField(sp: ServicePort): { field: string; message: string } | undefined {
+  const checks: [string, boolean][] = [
+    ['protocol', (PROTOCOLS as readonly unknown[]).includes(sp.protocol)],
+    ['family', sp.family === 4 || sp.family === 6],
+    ['clusterIP', isAddress(sp.clusterIP)],
+    ['port', isCount(sp.port)],
+    ['nodePort', isCount(sp.nodePort)],
+    ['healthCheckNodePort', isCount(sp.healthCheckNodePort)],
+    ['affinityTimeoutSeconds', isCount(sp.affinityTimeoutSeconds)],
+    ['externalIPs', Array.isArray(sp.externalIPs) && sp.externalIPs.every(isAddress)],
+    ['loadBalancerIPs', Array.isArray(sp.loadBalancerIPs) && sp.loadBalancerIPs.every(isAddress)],
+    [
+      'loadBalancerSourceRanges',
+      Array.isArray(sp.loadBalancerSourceRanges) && sp.loadBalancerSourceRanges.every(isCidr),
+    ],
+    [
+      'endpoints',
+      Array.isArray(sp.endpoints) && sp.endpoints.every((e) => isAddress(e.ip) && isCount(e.port)),
+    ],
+    ['name', [sp.id, sp.namespace, sp.name, sp.portName].every((n) => typeof n === 'string')],
+  ];
+  const bad = checks.find(([, ok]) => !ok);
+  return bad ? { field: bad[0], message: `${bad[0]} is not renderable` } : undefined;
 }

@@ -3,6 +3,7 @@
  * (`service-<hash>-<ns>/<name>/<proto>/<port>`) so an operator can read them, with kube-proxy's
  * hash so that the same service port has the same hash in every mode.
  */
+import { nftIdentifierPart } from '../../escape/index.js';
 import { hashName } from '../hash-name.js';
 import type { Endpoint, Family, ServicePort } from '../model/index.js';
 
@@ -28,9 +29,26 @@ export function nftProto(sp: ServicePort): NftProto {
   return sp.protocol.toLowerCase() as NftProto;
 }
 
+/**
+ * Longest readable part of a name: the hash in front identifies the object, the rest is for the
+ * operator. Kubernetes' longest valid names (63 + 63 + 15) fit uncut; with the endpoint part and
+ * the prefixes every name stays under nft's 255 bytes.
+ */
+const READABLE_MAX = 160;
+const ENDPOINT_READABLE_MAX = 50;
+
+// The readable part of the names of a service port, escaped: a registry name never reaches the
+// script as it is, whatever validation let through.
+function readable(sp: ServicePort, proto: NftProto): string {
+  return nftIdentifierPart(
+    `${sp.namespace}/${sp.name}/${proto}/${sp.portName || String(sp.port)}`,
+    READABLE_MAX,
+  );
+}
+
 function portBase(sp: ServicePort): string {
   const proto = nftProto(sp);
-  return `${shortHash(sp.id + proto)}-${sp.namespace}/${sp.name}/${proto}/${sp.portName || String(sp.port)}`;
+  return `${shortHash(sp.id + proto)}-${readable(sp, proto)}`;
 }
 
 /** The chains and sets of one service port. */
@@ -63,7 +81,8 @@ export function servicePortNames(sp: ServicePort): ServicePortNames {
 export function endpointNames(sp: ServicePort, ep: Endpoint): { chain: string; affinity: string } {
   const proto = nftProto(sp);
   const h = shortHash(`${sp.id}${proto}${ep.ip}:${ep.port}`);
-  const base = `${h}-${sp.namespace}/${sp.name}/${proto}/${sp.portName || String(sp.port)}__${ep.ip.replaceAll(':', '.')}/${ep.port}`;
+  const epPart = nftIdentifierPart(`${ep.ip.replaceAll(':', '.')}/${ep.port}`, ENDPOINT_READABLE_MAX);
+  const base = `${h}-${readable(sp, proto)}__${epPart}`;
   // The affinity set's hash covers the timeout: a new timeout is a new set, so a full sync can
   // keep every existing set (and the clients it remembers) by name.
   const ha = shortHash(`${sp.id}${proto}${ep.ip}:${ep.port}/${sp.affinityTimeoutSeconds}`);

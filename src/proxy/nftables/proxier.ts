@@ -155,6 +155,13 @@ export async function createNftablesProxier(ctx: ProxierContext): Promise<Proxie
         await apply(current, script);
         ctx.log.debug({ changed: req.changed.size, bytes: script.length }, 'nftables partial sync');
       }),
+    check: async (servicePorts: ServicePortMap) => {
+      // A fresh table's transaction: `nft -c` runs it against the kernel and throws it away.
+      const script = new NftRuleset(opts).renderFull(servicePorts);
+      const args = ['-c', '-f', '-'];
+      const res = await ctx.runner('nft', args, script);
+      if (res.code !== 0) throw execFailed('nft', args, res);
+    },
     rulesIntact: () =>
       queue.run(async () => {
         if (ruleset === undefined) return false;

@@ -268,6 +268,11 @@ export async function createUserspaceProxier(
     limits,
     udpRelayKind: udpHost ? 'native' : 'node',
     sync: (req) => queue.run(() => doSync(req)),
+    async check(servicePorts) {
+      // Listener ports do not change what nft accepts: any port stands in for them.
+      const rules = renderUserspaceRules(planAll(servicePorts.values()), ctx, () => 1);
+      await runChecked(ctx.runner, 'nft', ['-c', '-f', '-'], rules);
+    },
     async rulesIntact() {
       if (lastRules === undefined) return false;
       const res = await ctx.runner('nft', ['list', 'chain', fam, USERSPACE_TABLE, 'services']);

@@ -4,6 +4,7 @@
  * without usable endpoints, and enforces loadBalancerSourceRanges before any NAT. Pure
  * functions, so the golden test pins the text.
  */
+import { nftString } from '../../escape/index.js';
 import type { Family, Protocol, ServicePort } from '../model/index.js';
 import { isExternallyAccessible, selectEndpoints, type Endpoint } from '../model/index.js';
 
@@ -114,7 +115,9 @@ export function renderUserspaceRules(
   for (const plan of plans) {
     const sp = plan.servicePort;
     const proto = l4(sp.protocol);
-    const comment = `comment "${plan.key}"`;
+    // nftString keeps the comment under nft's 128 bytes (Kubernetes' longest names exceed it) and
+    // out of nft's syntax; `@` of the listener key is not among its safe characters.
+    const comment = `comment ${nftString(plan.kind === 'external' ? `${sp.id} external` : sp.id)}`;
     // The destinations this listener takes, as nft matches.
     const dests: string[] = [];
     if (plan.kind !== 'external') dests.push(`${fam} daddr ${sp.clusterIP} ${proto} dport ${sp.port}`);

@@ -3,6 +3,8 @@ import t from 'tap';
 import {
   IPTABLES_COMMENT_MAX,
   NFT_COMMENT_MAX,
+  NFT_NAME_MAX,
+  nftIdentifierPart,
   iptablesComment,
   nftString,
   terminalText,
@@ -75,3 +77,14 @@ t.test(
     );
   },
 );
+
+t.test('nftIdentifierPart: identifier characters only, bounded, distinct', async (t) => {
+  t.equal(nftIdentifierPart('default/web/tcp/http'), 'default/web/tcp/http', 'plain text unchanged');
+  for (const h of hostile) {
+    const s = nftIdentifierPart(h, 100);
+    t.match(s, /^[A-Za-z0-9/_.-]*$/, JSON.stringify(h));
+    t.ok(s.length <= 100);
+  }
+  t.not(nftIdentifierPart('a b'), nftIdentifierPart('a;b'));
+  t.equal(nftIdentifierPart('x'.repeat(300)).length, NFT_NAME_MAX);
+});

@@ -80,7 +80,7 @@ t.test('what the golden table says, rule by rule', async (t) => {
     `ip daddr 10.96.0.60 tcp dport 80 redirect to :${port('default/local:http')} comment "default/local:http"`,
   );
   has(
-    `fib daddr type local tcp dport 30060 redirect to :${port('default/local:http@external')} comment "default/local:http@external"`,
+    `fib daddr type local tcp dport 30060 redirect to :${port('default/local:http@external')} comment "default/local:http external"`,
   );
   // Local policies everywhere and no local endpoint: dropped (as kube-proxy), not rejected.
   has('ip daddr 10.96.0.61 tcp dport 80 drop comment "default/local-remote:http"');
