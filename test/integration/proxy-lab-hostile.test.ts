@@ -8,7 +8,7 @@ import { scenarioMissing } from '../helpers/proxy-lab-scenario.js';
 
 // Budget ~2 min when the daemons behave; every wait inside has its own timeout, so a daemon that
 // does not fails assertions well before this.
-t.setTimeout(240_000);
+t.setTimeout(300_000);
 
 const missing = ['nftables', 'iptables', 'userspace'].map(scenarioMissing).find((m) => m !== undefined);
 if (missing) t.plan(0, missing);
