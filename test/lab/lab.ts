@@ -84,6 +84,11 @@ export interface LabOptions {
   nodes?: number;
   /** Members of the etcd cluster, each in its own namespace: 1 or 3. Default 1. */
   etcdMembers?: 1 | 3;
+  /**
+   * etcd's `--max-request-bytes` for every member; default etcd's own (1.5 MiB). Raised by tests
+   * that store an oversized object on purpose.
+   */
+  etcdMaxRequestBytes?: number;
   /** Also run a redis-server in its own namespace (`<run>-redis`). Default false. */
   redis?: boolean;
   /**
@@ -448,10 +453,12 @@ export class Lab {
     await settleAll(attachments.map((a) => this.#attach(a, false)));
     const etcdDir = join(this.dir, 'etcd');
     const first = members[0];
+    const maxRequestBytes = this.#opts.etcdMaxRequestBytes;
+    const sizing = maxRequestBytes !== undefined ? { maxRequestBytes } : {};
     const servers =
       etcdMembers === 1 && first
-        ? [await startEtcd({ member: first, dir: etcdDir })]
-        : await startEtcdCluster(members, etcdDir);
+        ? [await startEtcd({ member: first, dir: etcdDir, ...sizing })]
+        : await startEtcdCluster(members, etcdDir, sizing);
     this.#etcdMembers = attachments.map((a, i) => {
       const server = servers[i];
       if (!server) throw labError(`etcd member ${a.name} did not start`);

@@ -52,6 +52,11 @@ export interface EtcdOptions {
   waitHealthy?: boolean;
   /** Serve clients over TLS (`https://` client URLs); peers stay on plain http. */
   tls?: EtcdServerTls;
+  /**
+   * etcd's `--max-request-bytes` (its default is 1.5 MiB): raised by tests that must store an
+   * object larger than a real API server would let through, to see what a reader does with it.
+   */
+  maxRequestBytes?: number;
 }
 
 /** TLS of an etcd member's client URLs. */
@@ -133,6 +138,9 @@ export class EtcdServer {
         '--advertise-client-urls',
         clientUrl(m, tls),
         ...tlsArgs,
+        ...(this.#opts.maxRequestBytes !== undefined
+          ? ['--max-request-bytes', String(this.#opts.maxRequestBytes)]
+          : []),
         '--listen-peer-urls',
         peerUrl(m),
         '--initial-advertise-peer-urls',
@@ -225,9 +233,13 @@ export async function startLocalEtcd(
 }
 
 /** Start a cluster; members are started together because none is healthy without a quorum. */
-export async function startEtcdCluster(members: EtcdMember[], dir: string): Promise<EtcdServer[]> {
+export async function startEtcdCluster(
+  members: EtcdMember[],
+  dir: string,
+  opts: Pick<EtcdOptions, 'maxRequestBytes'> = {},
+): Promise<EtcdServer[]> {
   const servers = members.map(
-    (member) => new EtcdServer({ member, cluster: members, dir, waitHealthy: false }),
+    (member) => new EtcdServer({ member, cluster: members, dir, waitHealthy: false, ...opts }),
   );
   try {
     await Promise.all(servers.map((s) => s.start()));
