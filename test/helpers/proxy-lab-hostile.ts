@@ -44,7 +44,8 @@ import { PROXY_PREFIX, serviceObject, sliceObject, type EndpointDef } from './pr
 export type HostileMode = 'nftables' | 'iptables' | 'userspace';
 
 /** The service CIDR the daemons are told about (kube's default). */
-export const SERVICE_CIDR = '10.96.0.0/12';
+// Not the default /12: the lab's underlay (10.99.0.0/24, etcd and the gateway) lies inside it.
+export const SERVICE_CIDR = '10.96.0.0/16';
 /** The only external addresses allowed: TEST-NET-1, so etcd's address is not among them. */
 export const ALLOWED_EXTERNAL_CIDR = '192.0.2.0/24';
 
@@ -246,7 +247,11 @@ export function injectionObjects(ep: string): HostileObject[] {
       svcKey('default', `htp-${i}`),
       svcValue({
         clusterIP: ip(5),
-        ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: s.slice(0, 15) }],
+        // Cut to 15 so the hostile characters are judged, not the length; the long string (all
+        // letters) keeps 16, one over IANA_SVC_NAME's limit, or it would be a valid name.
+        ports: [
+          { name: 'http', protocol: 'TCP', port: 80, targetPort: s.slice(0, /^x+$/.test(s) ? 16 : 15) },
+        ],
       }),
       /spec\.ports\[0\]\.targetPort/,
       'Service targetPort name',
