@@ -23,12 +23,16 @@ import { Protocol, RawNetlinkSocket } from 'netlink';
 import { FRAME, encodeFrame, type RelayConfig } from './event-relay-frames.js';
 
 const config = JSON.parse(process.argv[2] ?? '{}') as RelayConfig;
-const out = new Socket({ fd: 3, readable: false, writable: true });
+// libuv's stdio pipes are socket pairs: reading fd 3 is how a quiet relay learns its parent died
+// (end of file), instead of lingering until the next notification fails to write.
+const out = new Socket({ fd: 3, readable: true, writable: true });
 let lost = false;
 
 // The parent is gone (or closed the pipe): nothing more to do.
 out.on('error', () => process.exit(0));
+out.on('end', () => process.exit(0));
 out.on('close', () => process.exit(0));
+out.resume();
 
 function send(type: number, payload: Uint8Array = new Uint8Array(0)): void {
   out.write(encodeFrame(type, payload));

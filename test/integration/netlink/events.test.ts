@@ -1,8 +1,10 @@
 /** Events for changes made by `ip` behind the wrapper's back, on an emitter and an async iterator. */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { processAlive } from '../../../src/exec/index.js';
+import { waitFor } from '../../lab/exec.js';
 import { silentLogger } from '../../../src/log/index.js';
 import { openNetlink, openNetlinkEvents, type NetlinkEvent } from '../../../src/netlink/index.js';
 import { runInNetns } from '../../helpers/netns-test.js';
@@ -210,4 +212,26 @@ runInNetns(import.meta.url, async (t) => {
       await rec.wait('a change after the overflow', (e) => e.kind === 'link' && e.link.name === 'after0');
     },
   );
+
+  await t.test('the relay does not outlive its parent', async (t) => {
+    // A parent killed with SIGKILL cannot close anything: the relay must notice on its own.
+    const script = `
+      const { openNetlinkEvents } = await import(${JSON.stringify(new URL('../../../src/netlink/index.ts', import.meta.url).href)});
+      const events = openNetlinkEvents({ groups: ['link'] });
+      await events.ready;
+      process.stdout.write(String(events.relayPid) + '\\n');
+      setInterval(() => {}, 1000);
+    `;
+    const parent = spawn(process.execPath, [...process.execArgv, '--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const relay = await new Promise<number>((resolve, reject) => {
+      parent.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+      parent.once('exit', (code) => reject(new Error(`parent exited early (${code})`)));
+    });
+    t.ok(processAlive(relay), `relay ${relay} runs`);
+    process.kill(parent.pid as number, 'SIGKILL');
+    await waitFor(() => !processAlive(relay), { what: 'the relay to exit', timeoutMs: 5_000 });
+    t.pass('the relay exited with its parent');
+  });
 });
