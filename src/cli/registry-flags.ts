@@ -104,8 +104,43 @@ export function checkRegistryFlags(values: RegistryFlags): void {
   }
 }
 
-/** The store the flags name: etcd (default) or a `redis://` URL. */
+/**
+ * Why the flags send a registry password in clear text, or undefined when they do not: an etcd
+ * password with an `http://` endpoint (etcd's password login travels unencrypted), or a password
+ * in a plain `redis://` URL. Endpoint URLs are named without their credentials.
+ */
+export function cleartextPasswordWarning(flags: RegistryFlags): string | undefined {
+  if (flags.registry.startsWith('redis://')) {
+    let url: URL;
+    try {
+      url = new URL(flags.registry);
+    } catch {
+      return undefined;
+    }
+    if (!url.password) return undefined;
+    return `the Redis password in --registry is sent unencrypted (redis://${url.host}); use rediss://`;
+  }
+  if (flags.registry.startsWith('rediss://') || !flags.etcdPassword) return undefined;
+  const plain = flags.etcdEndpoints
+    .filter((e) => e.trim().toLowerCase().startsWith('http://'))
+    .map(withoutCredentials);
+  if (plain.length === 0) return undefined;
+  return `--etcd-password is sent unencrypted to ${plain.join(', ')}; use https:// endpoints (--etcd-cafile)`;
+}
+
+function withoutCredentials(endpoint: string): string {
+  try {
+    const url = new URL(endpoint);
+    return `${url.protocol}//${url.host}`;
+  } catch {
+    return '(unparsable endpoint)';
+  }
+}
+
+/** The store the flags name: etcd (default) or a `redis://` URL. Warns once about a cleartext password. */
 export function openStoreFromFlags(flags: RegistryFlags, logger: Logger, metrics?: Registry): Promise<Store> {
+  const cleartext = cleartextPasswordWarning(flags);
+  if (cleartext) logger.warn({ field: flags.etcdPassword ? '--etcd-password' : '--registry' }, cleartext);
   if (flags.registry.startsWith('redis://') || flags.registry.startsWith('rediss://')) {
     return openStore({
       registry: 'redis',

@@ -3,9 +3,9 @@
  * layout and format) and used again at DEL: subnet.env can change between the two (a new
  * lease after the daemon lost its old one), and DEL must release what ADD allocated.
  */
-import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { removeStaleTempFiles, tempFileName } from '../atomic-file/index.js';
 import { messageOf } from '../errors/index.js';
 import { CniError, CniErrorCodes } from './cni-error.js';
 import type { DelegateConfig } from './delegate-config.js';
@@ -22,7 +22,7 @@ function ioError(what: string, path: string, err: unknown): CniError {
 /**
  * Writes the config through a temp file and a rename, so a crash leaves the old file or the
  * new one, never half of one. Owner-only: runtimeConfig can carry data other users should not
- * read.
+ * read. Temp files of writers that were killed before their rename are removed first.
  */
 export async function saveDelegateConfig(
   dataDir: string,
@@ -30,9 +30,10 @@ export async function saveDelegateConfig(
   config: DelegateConfig,
 ): Promise<void> {
   const path = savedConfigPath(dataDir, containerId);
-  const tmp = join(dataDir, `.${containerId}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = join(dataDir, tempFileName(containerId));
   try {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    await removeStaleTempFiles(dataDir);
     await writeFile(tmp, JSON.stringify(config), { mode: 0o600, flag: 'wx' });
     await rename(tmp, path);
   } catch (err) {

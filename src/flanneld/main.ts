@@ -4,6 +4,7 @@
  */
 import { runMain } from '../cli/run-main.js';
 import { weftVersion } from '../cli/version.js';
+import { monotonicMs } from '../clock/index.js';
 import { isWeftError, messageOf } from '../errors/index.js';
 import { startHealthServer, type HealthServer } from '../health/index.js';
 import { componentLogger, rootLogger } from '../log/index.js';
@@ -87,7 +88,7 @@ async function main(argv: string[]): Promise<number> {
           '/healthz': () => ({ ok: true }),
           '/livez': () => ({ ok: true }),
           '/readyz': () => {
-            if (current?.ready || Date.now() < carryReadyUntil) return { ok: true };
+            if (current?.ready || monotonicMs() < carryReadyUntil) return { ok: true };
             return { ok: false, reason: current?.notReadyReason ?? 'starting' };
           },
         },
@@ -110,7 +111,7 @@ async function main(argv: string[]): Promise<number> {
         if (outcome === 'stopped' || stopping) return 0;
         // A config change: the kernel state of this run stays in place while the next run
         // starts, so the node stays ready for a while, unless the next run cannot get there.
-        carryReadyUntil = current.ready ? Date.now() + CONFIG_RESTART_READY_GRACE_MS : 0;
+        carryReadyUntil = current.ready ? monotonicMs() + CONFIG_RESTART_READY_GRACE_MS : 0;
       } catch (err) {
         if (stopping) return 0;
         if (isWeftError(err)) log.fatal({ code: err.code, ...err.details }, err.message);

@@ -10,9 +10,9 @@
  *   FLANNEL_MTU=1450
  *   FLANNEL_IPMASQ=false
  */
-import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { removeStaleTempFiles, tempFileName } from '../atomic-file/index.js';
 import { invalid } from '../errors/index.js';
 import { type Cidr, type IpFamily, parseCidrField } from '../ipam/index.js';
 
@@ -155,12 +155,20 @@ function unquote(value: string): string {
  * fsynced, then renamed over `path`, so a reader (CNI, at any moment a pod starts) sees the old
  * file or the new one, never a truncated one, and a crash leaves one of the two on disk. The
  * directory is created when missing (it is usually on tmpfs, /run/flannel, empty after boot).
+ * Temp files a killed writer left (kill -9 before the rename) are removed on the first write.
  */
+/** Targets whose directory was swept for stale temp files by this process. */
+const swept = new Set<string>();
+
 export async function writeSubnetEnv(path: string, contents: string): Promise<void> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true, mode: 0o755 });
+  if (!swept.has(path)) {
+    swept.add(path);
+    await removeStaleTempFiles(dir, basename(path));
+  }
   // Same directory, so the rename never crosses a file system and stays atomic.
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = join(dir, tempFileName(basename(path)));
   try {
     const fh = await open(tmp, 'wx', 0o644);
     try {

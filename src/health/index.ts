@@ -5,7 +5,9 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Registry } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
+import { componentLogger, type Logger } from '../log/index.js';
+import { metricName } from '../metrics/index.js';
 
 /** A check's answer: ok, or not with a reason shown to the caller. */
 export type CheckResult = { ok: true } | { ok: false; reason: string };
@@ -23,6 +25,8 @@ export interface HealthServerOptions {
   registry?: Registry;
   /** Path → check. Typical: `/healthz`, `/livez`, `/readyz`. A path without a check is 404. */
   checks: Record<string, Check>;
+  /** Logs errors of the listener after it is bound. Default: the `health` component logger. */
+  logger?: Logger;
 }
 
 /** A running health listener. */
@@ -44,6 +48,14 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
     });
   });
   const port = (server.address() as AddressInfo).port;
+  // An 'error' without a listener (accept failing with EMFILE, say) would be thrown from the
+  // event loop: the daemon would die of its own health endpoint.
+  const log = opts.logger ?? componentLogger('health');
+  const errors = opts.registry && listenerErrors(opts.registry);
+  server.on('error', (err) => {
+    errors?.inc();
+    log.warn({ host, port, err: err.message }, 'health listener error');
+  });
   return {
     host,
     port,
@@ -53,6 +65,18 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
         server.closeAllConnections();
       }),
   };
+}
+
+function listenerErrors(registry: Registry): Counter {
+  const name = 'weft_health_listener_errors_total';
+  return (
+    (registry.getSingleMetric(name) as Counter | undefined) ??
+    new Counter({
+      name: metricName(name),
+      help: 'Errors of the health and metrics listener after it was bound (the listener keeps serving)',
+      registers: [registry],
+    })
+  );
 }
 
 async function handle(opts: HealthServerOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -5,6 +5,7 @@
  * record is for operators, and the daemon's work must not depend on it.
  */
 import { hostname } from 'node:os';
+import { monotonicMs } from '../clock/index.js';
 import { messageOf } from '../errors/index.js';
 import type { Logger } from '../log/index.js';
 import type { Store } from '../registry/index.js';
@@ -89,7 +90,7 @@ export class StatusPublisher {
       !last ||
       last.ready !== s.ready ||
       last.reason !== s.reason ||
-      Date.now() - last.at >= (this.#o.refreshMs ?? 20_000);
+      monotonicMs() - last.at >= (this.#o.refreshMs ?? 20_000);
     if (due) void this.publish();
   }
 
@@ -97,6 +98,7 @@ export class StatusPublisher {
     if (this.#stopped) return;
     const s = this.#o.snapshot();
     const now = Date.now();
+    const writtenAt = monotonicMs();
     const record: DaemonStatus = {
       node: this.key.split('/').slice(-2)[0] ?? '',
       daemon: this.#o.daemon,
@@ -119,7 +121,7 @@ export class StatusPublisher {
         ? (await store.update(this.key, value, { modRevision: current.modRevision }, { ttlSeconds })).updated
         : (await store.create(this.key, value, { ttlSeconds })).created;
       // Lost a race with another writer of the same key: the next check writes again.
-      this.#last = ok ? { ready: s.ready, reason: s.reason, at: now } : undefined;
+      this.#last = ok ? { ready: s.ready, reason: s.reason, at: writtenAt } : undefined;
     } catch (err) {
       this.#last = undefined;
       this.#o.logger.warn({ key: this.key, err: messageOf(err) }, 'could not write the status record');

@@ -215,6 +215,8 @@ export class WeftProxy {
       const hcnp = new HealthCheckNodePorts({
         host: config.flags.healthcheckBindAddress,
         log: this.#component('healthcheck'),
+        reservedPorts: [this.#healthz?.port, this.#metricsServer?.port].filter((p) => p !== undefined),
+        registry: this.#metrics,
       });
       this.#hcnp = hcnp;
       this.#closers.push(() => hcnp.close());

@@ -11,6 +11,7 @@
 import { createServer, type Server } from 'node:http';
 import { messageOf } from '../errors/index.js';
 import type { Logger } from '../log/index.js';
+import { Counter, metricName, type Registry } from '../metrics/index.js';
 import { selectEndpoints, type ServicePort } from './model/index.js';
 
 /** What one health check port reports. */
@@ -46,7 +47,17 @@ export interface HealthCheckNodePortsOptions {
   /** Address the servers bind. Default 127.0.0.1. */
   host?: string;
   log: Logger;
+  /**
+   * The daemon's own ports (healthz, metrics): a Service asking for one of them is refused and
+   * named in the log instead of fighting the daemon for the port.
+   */
+  reservedPorts?: Iterable<number>;
+  /** Where `weft_proxy_healthcheck_errors_total{reason}` goes. Default: none. */
+  registry?: Registry;
 }
+
+/** Why a health check port is not served: refused for a Service, failed to bind, or failed later. */
+export type HealthCheckErrorReason = 'reserved' | 'bind' | 'server';
 
 interface Listener {
   server: Server;
@@ -58,11 +69,29 @@ export class HealthCheckNodePorts {
   readonly #host: string;
   readonly #log: Logger;
   readonly #listeners = new Map<number, Listener>();
+  readonly #reserved: Set<number>;
+  readonly #errors: Counter<'reason'> | undefined;
+  /** Refusals already logged (`port service`), so a refused Service is named once, not every sync. */
+  #refused = new Set<string>();
   #serial: Promise<void> = Promise.resolve();
 
   constructor(opts: HealthCheckNodePortsOptions) {
     this.#host = opts.host ?? '127.0.0.1';
     this.#log = opts.log;
+    this.#reserved = new Set([...(opts.reservedPorts ?? [])].filter((p) => p > 0));
+    const registry = opts.registry;
+    if (registry) {
+      const name = 'weft_proxy_healthcheck_errors_total';
+      this.#errors =
+        (registry.getSingleMetric(name) as Counter<'reason'> | undefined) ??
+        new Counter<'reason'>({
+          name: metricName(name),
+          help: 'healthCheckNodePort problems: refused (a daemon port), bind failures, server errors',
+          labelNames: ['reason'],
+          registers: [registry],
+        });
+      for (const reason of ['reserved', 'bind', 'server'] as const) this.#errors.inc({ reason }, 0);
+    }
   }
 
   /** The ports served now. */
@@ -84,6 +113,21 @@ export class HealthCheckNodePorts {
   }
 
   async #reconcile(targets: Map<number, HealthCheckTarget>): Promise<void> {
+    const refused = new Set<string>();
+    for (const [port, target] of [...targets]) {
+      if (!this.#reserved.has(port)) continue;
+      targets.delete(port);
+      const service = `${target.namespace}/${target.name}`;
+      const id = `${port} ${service}`;
+      refused.add(id);
+      if (this.#refused.has(id)) continue;
+      this.#errors?.inc({ reason: 'reserved' });
+      this.#log.warn(
+        { port, service, field: 'spec.healthCheckNodePort' },
+        `health check port ${port} of ${service} refused: it is one of weft-proxy's own ports`,
+      );
+    }
+    this.#refused = refused;
     for (const [port, l] of [...this.#listeners]) {
       if (targets.has(port)) continue;
       this.#listeners.delete(port);
@@ -110,6 +154,15 @@ export class HealthCheckNodePorts {
       });
       try {
         await listen(listener.server, port, this.#host);
+        // Without a listener, an 'error' after bind (accept failing with EMFILE, say) is thrown
+        // from the event loop and takes the whole proxy down.
+        listener.server.on('error', (err) => {
+          this.#errors?.inc({ reason: 'server' });
+          this.#log.warn(
+            { port, service: `${listener.target.namespace}/${listener.target.name}`, err: messageOf(err) },
+            'health check server error',
+          );
+        });
         this.#listeners.set(port, listener);
         this.#log.info(
           { port, host: this.#host, service: `${target.namespace}/${target.name}` },
@@ -117,6 +170,7 @@ export class HealthCheckNodePorts {
         );
       } catch (err) {
         // Retried on the next update (every sync): the port may be free by then.
+        this.#errors?.inc({ reason: 'bind' });
         this.#log.warn(
           { port, host: this.#host, service: `${target.namespace}/${target.name}`, err: messageOf(err) },
           'cannot open health check port',
@@ -128,11 +182,17 @@ export class HealthCheckNodePorts {
 
 function listen(server: Server, port: number, host: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
+    const onError = (err: Error): void => {
+      server.off('listening', onListening);
+      reject(err);
+    };
+    const onListening = (): void => {
+      server.off('error', onError);
       resolve();
-    });
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    server.listen(port, host);
   });
 }
 

@@ -322,7 +322,8 @@ export class SyncEngine {
   queueChange(change: ObjectChange): void {
     if (change.kind === 'Service') this.#m.serviceChanges.inc(change.count);
     else this.#m.endpointChanges.inc(change.count);
-    this.#pending.push(change.seenAt);
+    // seenAt is the tracker's wall-clock time; how long a change waits is measured monotonically.
+    this.#pending.push(this.#clock.now());
     this.#m.pending.set(this.#pending.length + this.#inFlight.length);
     this.#m.lastQueuedTimestamp.set(change.seenAt / 1000);
     this.#runner.run();
@@ -473,8 +474,9 @@ export class SyncEngine {
     for (const seenAt of this.#inFlight) this.#m.latency.observe(Math.max(0, end - seenAt) / 1000);
     this.#inFlight = [];
     this.#m.pending.set(this.#pending.length);
-    this.#m.lastTimestamp.set(end / 1000);
-    this.#lastSyncAt = end;
+    const wallEnd = this.#clock.wallNow?.() ?? end;
+    this.#m.lastTimestamp.set(wallEnd / 1000);
+    this.#lastSyncAt = wallEnd;
     if (!this.#synced) {
       this.#synced = true;
       this.#onFirstSync();

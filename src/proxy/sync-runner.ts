@@ -6,17 +6,26 @@
  * Runs never overlap: a request during a run is served after it.
  */
 import { Backoff } from '../backoff/index.js';
+import { monotonicMs } from '../clock/index.js';
 
 /** The timers the runner uses; tests pass a fake clock. */
 export interface RunnerClock {
+  /** Monotonic milliseconds: every interval and deadline is measured on it. */
   now(): number;
+  /**
+   * Wall-clock milliseconds since the epoch, only for timestamps that are published or shown
+   * (a metric's last-sync time, the status record). Default: `now()`, which suits fake clocks.
+   */
+  wallNow?(): number;
   setTimeout(fn: () => void, ms: number): unknown;
   clearTimeout(handle: unknown): void;
 }
 
 /** The real clock. */
 export const systemClock: RunnerClock = {
-  now: () => Date.now(),
+  // A one-hour NTP step backwards must not postpone the next sync by an hour.
+  now: monotonicMs,
+  wallNow: () => Date.now(),
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
 };

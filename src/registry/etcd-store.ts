@@ -14,6 +14,7 @@ import {
   type Watcher,
 } from 'etcd3';
 import { Backoff, sleep } from '../backoff/index.js';
+import { monotonicMs } from '../clock/index.js';
 import { ErrorCodes, WeftError, messageOf } from '../errors/index.js';
 import { componentLogger, type Logger } from '../log/index.js';
 import type { Registry } from '../metrics/index.js';
@@ -147,7 +148,7 @@ class HostHealth {
       try {
         return await fn({ signal });
       } catch (err) {
-        if (hostFailure(err)) this.#downUntil.set(host, Date.now() + HOST_DOWN_MS);
+        if (hostFailure(err)) this.#downUntil.set(host, monotonicMs() + HOST_DOWN_MS);
         throw err;
       }
     });
@@ -167,7 +168,7 @@ class HostHealth {
   }
 
   #skip(host: string): boolean {
-    const now = Date.now();
+    const now = monotonicMs();
     if ((this.#downUntil.get(host) ?? 0) <= now) return false;
     return this.#hosts.some((h) => h !== host && (this.#downUntil.get(h) ?? 0) <= now);
   }
@@ -612,7 +613,7 @@ class EtcdWatch {
       if (this.#stopped) return;
       // etcd3 reports every failed reconnect attempt: warn once per outage (and not more often
       // than WATCH_WARN_INTERVAL_MS when the connection flaps), the rest at debug.
-      const now = Date.now();
+      const now = monotonicMs();
       const first = this.#disconnectedAt === undefined;
       this.#disconnectedAt ??= now;
       if (first && now - this.#lastWarnAt >= WATCH_WARN_INTERVAL_MS) {
@@ -632,7 +633,7 @@ class EtcdWatch {
       this.#disconnectedAt = undefined;
       const warned = this.#warned;
       this.#warned = false;
-      const fields = { downMs: Date.now() - since, next: this.#next };
+      const fields = { downMs: Math.round(monotonicMs() - since), next: this.#next };
       if (warned) this.#log.info(fields, 'etcd watch reconnected; resuming');
       else this.#log.debug(fields, 'etcd watch reconnected; resuming');
     });

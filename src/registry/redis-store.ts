@@ -21,6 +21,7 @@
  */
 import { Redis, type RedisOptions } from 'ioredis';
 import { Backoff, sleep } from '../backoff/index.js';
+import { monotonicMs } from '../clock/index.js';
 import { ErrorCodes, WeftError, invalid, messageOf } from '../errors/index.js';
 import { componentLogger, type Logger } from '../log/index.js';
 import type { Registry } from '../metrics/index.js';
@@ -443,7 +444,7 @@ export class RedisStore implements Store {
     let lastWarnAt = Number.NEGATIVE_INFINITY;
     const failing = (why: string): void => {
       if (stopped || this.#closed) return;
-      const now = Date.now();
+      const now = monotonicMs();
       if (failingSince === undefined && now - lastWarnAt >= WATCH_WARN_INTERVAL_MS) {
         lastWarnAt = now;
         warned = true;
@@ -455,7 +456,7 @@ export class RedisStore implements Store {
     };
     const recovered = (): void => {
       if (failingSince === undefined) return;
-      const fields = { prefix, downMs: Date.now() - failingSince, next: last + 1 };
+      const fields = { prefix, downMs: Math.round(monotonicMs() - failingSince), next: last + 1 };
       if (warned) this.#log.info(fields, 'redis watch reconnected; resuming');
       else this.#log.debug(fields, 'redis watch reconnected; resuming');
       failingSince = undefined;

@@ -3,6 +3,7 @@
  * the polling keep-alive and the small set of registry metrics. Internal to src/registry.
  */
 import { Backoff, sleep } from '../backoff/index.js';
+import { monotonicMs } from '../clock/index.js';
 import { ErrorCodes, WeftError, invalid, isWeftError, messageOf } from '../errors/index.js';
 import type { Logger } from '../log/index.js';
 import { Counter, metricName, type Registry } from '../metrics/index.js';
@@ -228,7 +229,7 @@ export class PollingKeepAlive implements KeepAlive {
   }
 
   #reportError(error: Error): void {
-    const now = Date.now();
+    const now = monotonicMs();
     if (now - this.#lastErrorEventAt < ERROR_EVENT_MIN_INTERVAL_MS) return;
     this.#lastErrorEventAt = now;
     this.#opts.logger.warn({ key: this.key, err: error }, 'registry key renewal failed; retrying');

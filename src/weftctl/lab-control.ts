@@ -12,6 +12,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type * as NetnsModule from '../../test/lab/netns.js';
+import { monotonicMs } from '../clock/index.js';
 import { ErrorCodes, WeftError, messageOf } from '../errors/index.js';
 import { processAlive } from '../exec/index.js';
 import {
@@ -119,7 +120,7 @@ export async function labUp(o: LabUpOptions): Promise<LabRunState> {
   child.unref();
   if (pid === undefined) throw labError(`could not start ${SUPERVISOR_MAIN}: ${tail(startLog)}`);
 
-  const deadline = Date.now() + o.timeoutMs;
+  const deadline = monotonicMs() + o.timeoutMs;
   let lastStep = '';
   let entry: LabRunEntry | undefined;
   for (;;) {
@@ -139,7 +140,7 @@ export async function labUp(o: LabUpOptions): Promise<LabRunState> {
       rmSync(startLog, { force: true });
       throw labError(`lab up failed: ${why}\n--- supervisor log (${logFile}):\n${log}`, { logFile });
     }
-    if (Date.now() > deadline) {
+    if (monotonicMs() > deadline) {
       const log = tail(logFile);
       await forceRemove(state?.runId, pid, o.stateDir);
       rmSync(startLog, { force: true });
@@ -154,9 +155,9 @@ export async function labUp(o: LabUpOptions): Promise<LabRunState> {
 }
 
 async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = monotonicMs() + timeoutMs;
   while (processAlive(pid)) {
-    if (Date.now() > deadline) return false;
+    if (monotonicMs() > deadline) return false;
     await sleep(100);
   }
   return true;

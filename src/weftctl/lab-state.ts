@@ -4,6 +4,7 @@
  * on (HTTP), and finding a run from a command line. The lab itself (namespaces, etcd, daemons)
  * is test code (test/lab); nothing here imports it, so weftctl's other commands never load it.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
@@ -92,7 +93,7 @@ export function runFiles(dir: string, runId: string): { state: string; socket: s
 /** Writes a state file atomically (readers never see half of one). */
 export function writeRunState(dir: string, state: LabRunState): void {
   const { state: file } = runFiles(dir, state.runId);
-  const tmp = `${file}.${process.pid}.tmp`;
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   writeFileSync(tmp, `${JSON.stringify(state, null, 2)}\n`);
   renameSync(tmp, file);
 }

@@ -1,8 +1,9 @@
 /**
  * The checks every backend applies to the leases of other nodes before programming them, so a
  * bad lease costs its own entries and nothing else: the own lease is left out, and a lease with
- * the wrong backend, a subnet outside the network or overlapping another, or a missing or
- * foreign-family PublicIP is skipped with a reason. Pure and independent of the lease order:
+ * the wrong backend, a subnet outside the network, of another length than the config's SubnetLen
+ * (a `-17` lease would be routed and hide every real lease inside it) or overlapping another, or
+ * a missing or foreign-family PublicIP is skipped with a reason. Pure and independent of the lease order:
  * leases are taken in key order, so of two overlapping leases the lower key always wins.
  */
 import { Cidr, canonicalIp, ipFamily, type NetConfig } from '../../ipam/index.js';
@@ -42,13 +43,15 @@ export interface SelectOptions {
 export interface ClusterFamily {
   readonly family: 4 | 6;
   readonly network: Cidr;
+  /** The prefix length of every node's subnet (SubnetLen / IPv6SubnetLen). */
+  readonly subnetLen: number;
 }
 
 /** The families a config enables, IPv4 first. */
 export function clusterFamilies(config: NetConfig): ClusterFamily[] {
   const out: ClusterFamily[] = [];
-  if (config.ipv4) out.push({ family: 4, network: config.ipv4.network });
-  if (config.ipv6) out.push({ family: 6, network: config.ipv6.network });
+  if (config.ipv4) out.push({ family: 4, network: config.ipv4.network, subnetLen: config.ipv4.subnetLen });
+  if (config.ipv6) out.push({ family: 6, network: config.ipv6.network, subnetLen: config.ipv6.subnetLen });
   return out;
 }
 
@@ -98,9 +101,14 @@ export function selectRemoteLeases(input: PlanInput, opts: SelectOptions): Lease
       skipped.push({ key, reason: messageOf(err) });
       continue;
     }
-    for (const { family, network } of families) {
+    for (const { family, network, subnetLen } of families) {
       try {
         const subnet = subnetOf(lease, family, network);
+        // flannel leases only SubnetLen-sized subnets; any other length is not a node's lease.
+        if (subnet.prefixLength !== subnetLen) {
+          const field = family === 4 ? 'SubnetLen' : 'IPv6SubnetLen';
+          throw new SkipReason(`subnet ${subnet} is not a /${subnetLen} (the config's ${field})`);
+        }
         const publicIP = publicIpOf(lease, family);
         const mine = own[family];
         if (mine && subnet.overlaps(mine)) {

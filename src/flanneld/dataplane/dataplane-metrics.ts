@@ -32,6 +32,7 @@ export class DataplaneMetrics {
   readonly #repairs: Counter<'kind'> | undefined;
   readonly #errors: Counter<'stage'> | undefined;
   readonly #skipped: Gauge | undefined;
+  readonly #overflows: Counter | undefined;
 
   constructor(registry?: Registry) {
     if (!registry) return;
@@ -89,6 +90,17 @@ export class DataplaneMetrics {
           registers: [registry],
         }),
     );
+    this.#overflows = reuse(
+      registry,
+      'weft_flanneld_netlink_overflows_total',
+      (name) =>
+        new Counter({
+          name,
+          help: 'Netlink notifications lost to a receive-buffer overflow (ENOBUFS); each triggers a full resync',
+          registers: [registry],
+        }),
+    );
+    this.#overflows.inc(0);
     // A counter without samples cannot be alerted on (`increase()` of nothing is nothing): expose
     // every known series from the start.
     for (const kind of REPAIR_KINDS) this.#repairs.inc({ kind }, 0);
@@ -106,6 +118,10 @@ export class DataplaneMetrics {
 
   error(stage: DataplaneErrorStage, n = 1): void {
     if (n > 0) this.#errors?.inc({ stage }, n);
+  }
+
+  netlinkOverflow(): void {
+    this.#overflows?.inc();
   }
 
   skipped(n: number): void {

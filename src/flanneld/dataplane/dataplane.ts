@@ -11,7 +11,14 @@ import { ErrorCodes, WeftError, isWeftError, messageOf } from '../../errors/inde
 import type { NetConfig } from '../../ipam/index.js';
 import { componentLogger, type Logger } from '../../log/index.js';
 import type { Registry } from '../../metrics/index.js';
-import { errnoOf, type Netlink, type NetlinkEvent, type NetlinkEvents } from '../../netlink/index.js';
+import {
+  errnoOf,
+  type IpFamily,
+  type Netlink,
+  type NetlinkEvent,
+  type NetlinkEventGroup,
+  type NetlinkEvents,
+} from '../../netlink/index.js';
 import {
   createBackend,
   type Backend,
@@ -415,12 +422,22 @@ export class Dataplane {
     while (!this.#closed) {
       let failed = false;
       try {
-        const events = this.#o.netlink.events({ ref: false });
+        const events = this.#o.netlink.events({
+          ref: false,
+          groups: eventGroups(this.backend.type),
+          families: eventFamilies(this.#o.config),
+        });
         this.#events = events;
         if (this.#closed) events.close();
         for await (const ev of events) {
           backoff.reset();
-          if (this.#relevant(ev)) this.#schedule('event', debounceMs);
+          if (ev.kind === 'resync') {
+            // Notifications were lost (a receive-buffer overflow, a relay restart): the kernel may
+            // have changed in any way, so re-read all of it now, without the debounce.
+            if (ev.reason === 'overflow') this.#metrics.netlinkOverflow();
+            this.#log.warn({ reason: ev.reason }, 'netlink notifications lost; full resync of the dataplane');
+            this.#kick('event');
+          } else if (this.#relevant(ev)) this.#schedule('event', debounceMs);
         }
       } catch (err) {
         failed = true;
@@ -446,6 +463,24 @@ export class Dataplane {
       return true;
     }
   }
+}
+
+/** Backends whose plan never has neighbour or FDB entries: they need no (noisy) neighbour group. */
+const NO_NEIGHBOURS = new Set(['host-gw', 'udp', 'alloc']);
+
+/** The notification groups a backend's dataplane reacts to; fewer groups, fewer overflows. */
+export function eventGroups(backendType: string): NetlinkEventGroup[] {
+  const groups: NetlinkEventGroup[] = ['link', 'address', 'route'];
+  if (!NO_NEIGHBOURS.has(backendType)) groups.push('neighbour');
+  return groups;
+}
+
+/** The address families the config enables (address and route notifications of others are noise). */
+export function eventFamilies(config: NetConfig): IpFamily[] {
+  const families: IpFamily[] = [];
+  if (config.ipv4) families.push('inet');
+  if (config.ipv6) families.push('inet6');
+  return families.length > 0 ? families : ['inet', 'inet6'];
 }
 
 /** A signal that aborts when either does. */

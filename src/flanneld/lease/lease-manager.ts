@@ -6,6 +6,7 @@
  * the node never holds two subnets.
  */
 import { Backoff, type BackoffOptions } from '../../backoff/index.js';
+import { monotonicMs } from '../../clock/index.js';
 import { ErrorCodes, WeftError, invalid, isWeftError, messageOf } from '../../errors/index.js';
 import {
   DEFAULT_PREFIX,
@@ -504,7 +505,7 @@ export class LeaseManager {
         const fields = { subnet: held.key, expiresAt: held.expiresAt };
         if (failingSince !== undefined) {
           this.#log.info(
-            { ...fields, failedForMs: this.#now() - failingSince },
+            { ...fields, failedForMs: Math.round(monotonicMs() - failingSince) },
             'renewed lease after failed attempts',
           );
           failingSince = undefined;
@@ -513,7 +514,7 @@ export class LeaseManager {
         }
         this.#emit({ type: 'renewed', lease: this.#snapshot(held) });
       } else if (ev.type === 'error') {
-        failingSince ??= this.#now();
+        failingSince ??= monotonicMs();
         this.#metrics.renewal('error');
         this.#log.warn({ subnet: held.key, err: ev.error.message }, 'could not renew lease; retrying');
         this.#emit({ type: 'renewal-failed', lease: this.#snapshot(held), error: ev.error });

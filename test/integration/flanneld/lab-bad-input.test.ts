@@ -146,6 +146,47 @@ t.test('a lease with garbage JSON and a malformed key are logged with their key 
   await assertPodsTalk(t, lab, p1, p2, 'after node2 restarted among bad entries');
 });
 
+t.test(
+  'a lease wider than SubnetLen is named and never routed; the leases inside it still are',
+  async (t) => {
+    const [p1, p2] = pods as [LabPod, LabPod];
+    // The widest prefix holding node2's /24 but not node1's: routed, it would take node2's traffic
+    // on node1 (and node2's own lease would be skipped as overlapping it: its key sorts first).
+    const thirdOf = (key: string | undefined) =>
+      Number(/\/subnets\/10\.244\.(\d+)\.0-24$/.exec(key ?? '')?.[1]);
+    const [t1, t2] = [thirdOf(await leaseKeyOf(n1)), thirdOf(await leaseKeyOf(n2))];
+    t.ok(Number.isInteger(t1) && Number.isInteger(t2), `leases 10.244.${t1}.0/24 and 10.244.${t2}.0/24`);
+    const mask = (len: number) => (0xff << (24 - len)) & 0xff;
+    let len = 17;
+    while (len < 23 && (t1 & mask(len)) === (t2 & mask(len))) len++;
+    const wide = `10.244.${t2 & mask(len)}.0-${len}`;
+    const wideKey = `${PREFIX}/subnets/${wide}`;
+    await cluster.put(
+      wideKey,
+      JSON.stringify({
+        PublicIP: '10.99.0.52',
+        BackendType: 'vxlan',
+        BackendData: { VNI: 1, VtepMAC: '0a:58:0a:63:00:34' },
+      }),
+    );
+    t.teardown(() => cluster.put(wideKey, '{"PublicIP":"10.99.0.52"}'));
+    for (const n of lab.nodes) {
+      const rec = await waitForLog(
+        n,
+        `a line naming ${wide}`,
+        (r) => r.level >= 40 && JSON.stringify(r).includes(wide),
+      );
+      t.pass(`${n.name} logs ${wide}: ${rec.msg}`);
+      t.notOk(
+        (await cluster.overlay(n)).routes.some((r) => r.startsWith(wide.replace('-', '/'))),
+        `${n.name} has no route for ${wide}`,
+      );
+    }
+    await assertPodsTalk(t, lab, p1, p2, 'with a wide lease in the registry');
+    await assertPodsTalk(t, lab, p2, p1, 'with a wide lease in the registry');
+  },
+);
+
 t.test('invalid config changes while running: logged with the field, the running config kept', async (t) => {
   const [p1, p2] = pods as [LabPod, LabPod];
   for (const [bad, field] of [

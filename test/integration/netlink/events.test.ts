@@ -1,4 +1,10 @@
 /** Events for changes made by `ip` behind the wrapper's back, on an emitter and an async iterator. */
+import { execFileSync, spawn } from 'node:child_process';
+import { rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { processAlive } from '../../../src/exec/index.js';
+import { waitFor } from '../../lab/exec.js';
 import { silentLogger } from '../../../src/log/index.js';
 import { openNetlink, openNetlinkEvents, type NetlinkEvent } from '../../../src/netlink/index.js';
 import { runInNetns } from '../../helpers/netns-test.js';
@@ -43,6 +49,7 @@ runInNetns(import.meta.url, async (t) => {
   await t.test('link, address, route and neighbour events from ip', async (t) => {
     const events = nl.events();
     const rec = recorder(events);
+    await events.ready;
 
     await ip('link', 'add', 'ev0', 'type', 'veth', 'peer', 'name', 'ev1');
     const linkNew = await rec.wait(
@@ -105,6 +112,7 @@ runInNetns(import.meta.url, async (t) => {
   await t.test('FDB events, and group selection', async (t) => {
     const events = nl.events({ groups: ['neighbour'] });
     const rec = recorder(events);
+    await events.ready;
     await ip('link', 'add', 'u0', 'type', 'veth', 'peer', 'name', 'u1');
     await ip(
       'link',
@@ -138,6 +146,7 @@ runInNetns(import.meta.url, async (t) => {
   await t.test('async iteration, ended by close()', async (t) => {
     const events = openNetlinkEvents({ groups: ['link'], logger: silentLogger() });
     const it = events[Symbol.asyncIterator]();
+    await events.ready;
     await ip('link', 'add', 'it0', 'type', 'bridge');
     let found: NetlinkEvent | undefined;
     for (;;) {
@@ -166,10 +175,63 @@ runInNetns(import.meta.url, async (t) => {
     t.teardown(() => events.close());
     const it = events[Symbol.asyncIterator]();
     const rec = recorder(events);
+    await events.ready;
     for (const name of ['s0', 's1', 's2', 's3']) await ip('link', 'add', name, 'type', 'bridge');
     await rec.wait('last link', (e) => e.kind === 'link' && e.link.name === 's3');
     const first = await it.next();
     t.same(first.value, { kind: 'resync', reason: 'overflow' });
     await it.return?.();
+  });
+
+  await t.test(
+    'a receive-buffer overflow (ENOBUFS) becomes one resync, and the stream goes on',
+    async (t) => {
+      // The smallest buffer the kernel allows, and a consumer that reads nothing while ~600 link
+      // notifications arrive: the socket overflows. Before the relay this aborted the process.
+      const events = openNetlinkEvents({ groups: ['link'], recvBufferSize: 1, logger: silentLogger() });
+      t.teardown(() => events.close());
+      const rec = recorder(events);
+      await events.ready;
+      const relay = events.relayPid;
+      // The relay is ours (we hold its PID): stop it so its own loop cannot keep up either.
+      if (relay !== undefined) process.kill(relay, 'SIGSTOP');
+      const batch = join(tmpdir(), `weft-nl-flood-${process.pid}.batch`);
+      writeFileSync(
+        batch,
+        Array.from({ length: 150 }, (_, i) => `link add fl${i} type bridge\nlink del fl${i}\n`).join(''),
+      );
+      t.teardown(() => rmSync(batch, { force: true }));
+      // Synchronous on purpose: this process's event loop is blocked during the flood.
+      execFileSync('ip', ['-batch', batch]);
+      if (relay !== undefined) process.kill(relay, 'SIGCONT');
+      await rec.wait('resync', (e) => e.kind === 'resync' && e.reason === 'overflow', 10_000);
+      t.pass('overflow reported as a resync; this process is still running');
+      t.not(events.relayPid, relay, 'a new relay holds the socket');
+      t.notOk(events.closed, 'the stream is still open');
+      await ip('link', 'add', 'after0', 'type', 'bridge');
+      await rec.wait('a change after the overflow', (e) => e.kind === 'link' && e.link.name === 'after0');
+    },
+  );
+
+  await t.test('the relay does not outlive its parent', async (t) => {
+    // A parent killed with SIGKILL cannot close anything: the relay must notice on its own.
+    const script = `
+      const { openNetlinkEvents } = await import(${JSON.stringify(new URL('../../../src/netlink/index.ts', import.meta.url).href)});
+      const events = openNetlinkEvents({ groups: ['link'] });
+      await events.ready;
+      process.stdout.write(String(events.relayPid) + '\\n');
+      setInterval(() => {}, 1000);
+    `;
+    const parent = spawn(process.execPath, [...process.execArgv, '--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const relay = await new Promise<number>((resolve, reject) => {
+      parent.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+      parent.once('exit', (code) => reject(new Error(`parent exited early (${code})`)));
+    });
+    t.ok(processAlive(relay), `relay ${relay} runs`);
+    process.kill(parent.pid as number, 'SIGKILL');
+    await waitFor(() => !processAlive(relay), { what: 'the relay to exit', timeoutMs: 5_000 });
+    t.pass('the relay exited with its parent');
   });
 });

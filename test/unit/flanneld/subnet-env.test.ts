@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import {
   mkdtempSync,
   openSync,
@@ -244,4 +245,22 @@ t.test('atomic write', async (t) => {
     t.strictSame(readdirSync(blocked), ['subnet.env'], 'no temp file left');
     t.strictSame(readdirSync(join(blocked, 'subnet.env')), ['keep']);
   });
+});
+
+t.test('temp files a killed writer left are removed; a live writer and other files are not', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-subnet-env-stale-'));
+  t.teardown(() => import('node:fs').then((fs) => fs.rmSync(dir, { recursive: true, force: true })));
+  // A PID that is certainly gone: a child that has exited and been reaped.
+  const dead = spawnSync('true').pid;
+  const stale = `.subnet.env.${dead}.0123abcd.tmp`;
+  const live = `.subnet.env.1.89abcdef.tmp`;
+  for (const f of [stale, live, 'other.env', `.other.env.${dead}.0123abcd.tmp`]) {
+    writeFileSync(join(dir, f), 'half a file');
+  }
+  await writeSubnetEnv(join(dir, 'subnet.env'), formatSubnetEnv(V4));
+  t.strictSame(
+    readdirSync(dir).sort(),
+    [`.other.env.${dead}.0123abcd.tmp`, live, 'other.env', 'subnet.env'].sort(),
+    "only the dead writer's temp file of subnet.env is removed",
+  );
 });

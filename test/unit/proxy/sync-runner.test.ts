@@ -130,3 +130,39 @@ t.test('nothing runs before start or after stop', async (t) => {
 t.test('rejects bad intervals', async (t) => {
   t.throws(() => new SyncRunner({ fn: async () => {}, minIntervalMs: 5, maxIntervalMs: 1 }), RangeError);
 });
+
+t.test(
+  'a wall clock stepped back an hour does not delay the next sync (the real clock is monotonic)',
+  async (t) => {
+    const realNow = Date.now;
+    t.teardown(() => {
+      Date.now = realNow;
+    });
+    const runs: number[] = [];
+    const runner = new SyncRunner({
+      fn: async () => {
+        runs.push(performance.now());
+      },
+      minIntervalMs: 50,
+      maxIntervalMs: 200,
+    });
+    t.teardown(() => runner.stop());
+    runner.start();
+    runner.run();
+    while (runs.length < 1) await new Promise((r) => setTimeout(r, 5));
+    // An NTP step (or `date -s`) one hour backwards, right after a sync.
+    const offset = 3_600_000;
+    Date.now = () => realNow() - offset;
+    const requested = performance.now();
+    runner.run();
+    const deadline = requested + 2_000;
+    while (runs.length < 2 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    t.equal(runs.length, 2, 'the requested sync ran');
+    t.ok((runs[1] ?? Infinity) - requested < 1_000, 'within the minimum interval, not an hour later');
+    // And the periodic one keeps its period.
+    const periodicDeadline = performance.now() + 2_000;
+    while (runs.length < 3 && performance.now() < periodicDeadline)
+      await new Promise((r) => setTimeout(r, 5));
+    t.equal(runs.length, 3, 'the periodic sync ran');
+  },
+);

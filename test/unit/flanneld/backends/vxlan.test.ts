@@ -203,9 +203,19 @@ t.test('skip reasons name what is wrong', async (t) => {
       /10\.99\.5\.0\/24 is outside the cluster network 10\.244\.0\.0\/16/,
     ],
     [
-      'own subnet',
+      'inside own subnet',
       { ...vx(5), key: '10.244.1.0-25', subnets: { ipv4: Cidr.parse('10.244.1.0/25') } },
-      /overlaps this node's subnet 10\.244\.1\.0\/24/,
+      /subnet 10\.244\.1\.0\/25 is not a \/24/,
+    ],
+    [
+      'shorter than SubnetLen',
+      { ...vx(5), key: '10.244.128.0-17', subnets: { ipv4: Cidr.parse('10.244.128.0/17') } },
+      /subnet 10\.244\.128\.0\/17 is not a \/24 \(the config's SubnetLen\)/,
+    ],
+    [
+      'longer than SubnetLen',
+      { ...vx(5), key: '10.244.5.0-25', subnets: { ipv4: Cidr.parse('10.244.5.0/25') } },
+      /is not a \/24/,
     ],
     ['own PublicIP', vx(5, '192.0.2.1'), /PublicIP 192\.0\.2\.1 is this node's/],
     ['unset PublicIP', vx(5, '0.0.0.0'), /PublicIP is unset/],
@@ -224,20 +234,33 @@ t.test('skip reasons name what is wrong', async (t) => {
   }
 });
 
-t.test('conflicts are settled by key order, whatever the input order', async (t) => {
-  const wide = {
-    ...vx(2, '192.0.2.9'),
-    key: '10.244.2.0-23',
-    subnets: { ipv4: Cidr.parse('10.244.2.0/23') },
+t.test('a lease of another length than SubnetLen is never routed and hides nothing', async (t) => {
+  const at = (n: number): NodeLease => ({
+    ...vx(5, `192.0.2.${n}`, { backendData: { VNI: 1, VtepMAC: `0a:58:0a:f4:${n.toString(16)}:00` } }),
+    key: `10.244.${n}.0-24`,
+    subnets: { ipv4: Cidr.parse(`10.244.${n}.0/24`) },
+  });
+  // 10.244.128.0-17 sorts before the real leases inside it; routed, it took their traffic.
+  const wide: NodeLease = {
+    ...vx(5, '192.0.2.9', { backendData: { VNI: 1, VtepMAC: '0a:58:0a:f4:09:00' } }),
+    key: '10.244.128.0-17',
+    subnets: { ipv4: Cidr.parse('10.244.128.0/17') },
   };
   for (const leases of [
-    [vx(2), wide],
-    [wide, vx(2)],
+    [at(200), at(201), wide],
+    [wide, at(201), at(200)],
   ]) {
     const d = planVxlan(input(leases));
-    t.same(d.programmed, ['10.244.2.0-23'], 'the lower key wins');
-    t.match(d.skipped, [{ key: '10.244.2.0-24', reason: /overlaps lease 10\.244\.2\.0-23/ }]);
+    t.same(d.programmed, ['10.244.200.0-24', '10.244.201.0-24'], 'the real leases are programmed');
+    t.match(d.skipped, [{ key: '10.244.128.0-17', reason: /10\.244\.128\.0\/17 is not a \/24/ }]);
+    t.notOk(
+      d.routes.some((r) => r.dst === '10.244.128.0/17'),
+      'no route for the wide lease',
+    );
   }
+});
+
+t.test('conflicts are settled by key order, whatever the input order', async (t) => {
   const sameMac = vx(3, '192.0.2.3', { backendData: { VNI: 1, VtepMAC: '0a:58:0a:f4:02:00' } });
   const d = planVxlan(input([sameMac, vx(2)]));
   t.match(d.skipped, [

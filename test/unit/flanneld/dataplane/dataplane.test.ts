@@ -8,6 +8,7 @@ import t from 'tap';
 import { waitFor } from '../../../lab/exec.js';
 import { planVxlan, type Backend, type NodeLease } from '../../../../src/flanneld/backends/index.js';
 import { Dataplane, type DataplaneOptions } from '../../../../src/flanneld/dataplane/index.js';
+import { eventFamilies, eventGroups } from '../../../../src/flanneld/dataplane/dataplane.js';
 import { ErrorCodes } from '../../../../src/errors/index.js';
 import { Cidr, parseNetConfig } from '../../../../src/ipam/index.js';
 import { silentLogger } from '../../../../src/log/index.js';
@@ -181,6 +182,40 @@ t.test('a failed event stream is reopened with backoff and followed by a reconci
   await waitFor(() => kernel.routes.length === 2, { what: 'reconciled after the gap', timeoutMs: 10_000 });
   t.ok(first?.closed, 'the failed stream is closed');
   t.equal(await metric(registry, 'weft_flanneld_dataplane_errors_total', { stage: 'events' }), 1);
+});
+
+t.test('lost notifications (ENOBUFS) are counted and resync the whole dataplane at once', async (t) => {
+  const { kernel, registry, dp } = setup({ debounceMs: 60_000 });
+  await dp.start();
+  await dp.update(input);
+  const events = kernel.events;
+  if (!events) throw new Error('no event stream');
+  t.equal(await metric(registry, 'weft_flanneld_netlink_overflows_total'), 0, 'exposed before the first');
+  // Damage nobody was told about: the lost notifications would have said so.
+  kernel.routes = [];
+  events.push({ kind: 'resync', reason: 'overflow' });
+  // Not held back by the (here one-minute) debounce of ordinary notifications.
+  await waitFor(() => kernel.routes.length === 2, { what: 'resynced', timeoutMs: 5_000 });
+  t.equal(await metric(registry, 'weft_flanneld_netlink_overflows_total'), 1);
+  t.notOk(kernel.events?.closed, 'the stream stays open');
+});
+
+t.test('only the notification groups and families the backend needs', async (t) => {
+  t.same(eventGroups('vxlan'), ['link', 'address', 'route', 'neighbour']);
+  t.same(eventGroups('host-gw'), ['link', 'address', 'route'], 'no neighbour or FDB entries to watch');
+  t.same(eventGroups('udp'), ['link', 'address', 'route']);
+  t.same(eventFamilies(config), ['inet']);
+  t.same(
+    eventFamilies(
+      parseNetConfig({
+        EnableIPv4: false,
+        EnableIPv6: true,
+        IPv6Network: 'fd00:10::/64',
+        Backend: { Type: 'vxlan' },
+      }),
+    ),
+    ['inet6'],
+  );
 });
 
 t.test('the periodic check runs without events', async (t) => {
