@@ -283,20 +283,22 @@ export class EtcdStore implements Store {
    */
   static async open(opts: EtcdStoreOptions = {}): Promise<EtcdStore> {
     const store = new EtcdStore(opts);
-    const deadline = Date.now() + (opts.dialTimeoutMs ?? 5_000);
+    const dialMs = opts.dialTimeoutMs ?? 5_000;
+    const deadline = monotonicMs() + dialMs;
     const backoff = new Backoff({ initialMs: 100, maxMs: 1_000 });
     for (;;) {
       try {
         await store.#client.kv.range(
           { key: Buffer.from('/'), count_only: true },
-          { deadline: Math.max(deadline, Date.now() + 500) },
+          // gRPC takes a wall-clock deadline: what is left of the monotonic one, from now.
+          { deadline: Date.now() + Math.max(deadline - monotonicMs(), 500) },
         );
         return store;
       } catch (err) {
         // A user whose role covers only its prefix (flannel's usual RBAC) may not read '/':
         // the cluster answered and took the credentials, which is all this probe asks.
         if (err instanceof EtcdPermissionDeniedError) return store;
-        if (Date.now() >= deadline) {
+        if (monotonicMs() >= deadline) {
           await store.close();
           throw unavailable(
             BACKEND,

@@ -5,6 +5,7 @@
  * chains the last successful sync left in the nat table: a partial sync deletes what falls out
  * of it without reading the table back (iptables-save of a large nat table takes seconds).
  */
+import { monotonicMs } from '../../clock/index.js';
 import { ErrorCodes, WeftError } from '../../errors/index.js';
 import {
   SerialQueue,
@@ -28,7 +29,7 @@ import {
   isServiceChainName,
   type IptablesCommands,
 } from './chain-names.js';
-import { buildRestoreInput } from './ruleset.js';
+import { buildRestoreInput, type IptablesRulesConfig } from './ruleset.js';
 
 /** A jump from a built-in chain into one of ours (kube-proxy's iptablesJumpChains). */
 export interface JumpRule {
@@ -188,18 +189,13 @@ export class IptablesProxier implements Proxier {
   async #sync(req: SyncRequest): Promise<void> {
     const f = await this.features();
     const full = req.changed === undefined || this.#active === undefined;
-    const started = Date.now();
+    const started = monotonicMs();
     const existing = full ? await this.#savedServiceChains() : (this.#active ?? new Set<string>());
-    const input = buildRestoreInput(
-      {
-        family: this.family,
-        clusterCidr: this.#ctx.clusterCidr,
-        masqueradeAll: this.#ctx.masqueradeAll,
-        nodePortAddresses: this.#ctx.nodePortAddresses,
-        randomFully: f.randomFully,
-      },
-      { servicePorts: req.servicePorts, changed: full ? undefined : req.changed, existingChains: existing },
-    );
+    const input = buildRestoreInput(this.#ruleOptions(f), {
+      servicePorts: req.servicePorts,
+      changed: full ? undefined : req.changed,
+      existingChains: existing,
+    });
     // Until the restore is known to have succeeded, the kernel state is unknown: force a full sync.
     this.#active = undefined;
     await this.restore(input.text);
@@ -213,24 +209,29 @@ export class IptablesProxier implements Proxier {
         written: input.writtenServicePorts,
         deletedChains: input.deletedChains.length,
         bytes: input.text.length,
-        ms: Date.now() - started,
+        ms: Math.round(monotonicMs() - started),
       },
       'iptables sync',
     );
   }
 
+  #ruleOptions(f: IptablesFeatures): IptablesRulesConfig {
+    return {
+      family: this.family,
+      clusterCidr: this.#ctx.clusterCidr,
+      masqueradeAll: this.#ctx.masqueradeAll,
+      nodePortAddresses: this.#ctx.nodePortAddresses,
+      randomFully: f.randomFully,
+    };
+  }
+
   async check(servicePorts: ServicePortMap): Promise<void> {
     const f = await this.features();
-    const input = buildRestoreInput(
-      {
-        family: this.family,
-        clusterCidr: this.#ctx.clusterCidr,
-        masqueradeAll: this.#ctx.masqueradeAll,
-        nodePortAddresses: this.#ctx.nodePortAddresses,
-        randomFully: f.randomFully,
-      },
-      { servicePorts, changed: undefined, existingChains: [] },
-    );
+    const input = buildRestoreInput(this.#ruleOptions(f), {
+      servicePorts,
+      changed: undefined,
+      existingChains: [],
+    });
     const args = [...(f.restoreWait ? ['-w'] : []), '--test', '--noflush'];
     const res = await this.#runner(this.#cmds.restore, args, input.text);
     if (res.code !== 0) throw restoreFailed(this.#cmds.restore, args, res, input.text);
