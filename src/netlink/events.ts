@@ -93,6 +93,19 @@ const RELAY_PATH = fileURLToPath(
   new URL(`./event-relay-child${extname(fileURLToPath(import.meta.url))}`, import.meta.url),
 );
 
+/**
+ * Node flags for the relay. Built (.js), none: it needs no more than plain Node. From the sources
+ * (.ts, tests), the parent's module loader flags, and only those: `-e <script>` or `--inspect`
+ * passed on would run the parent's script again or fight over a debugger port.
+ */
+function relayExecArgv(): string[] {
+  if (!RELAY_PATH.endsWith('.ts')) return [];
+  return process.execArgv.filter(
+    (a) =>
+      /^--(import|loader|experimental-loader|require|conditions)=/.test(a) || a === '--enable-source-maps',
+  );
+}
+
 /** Relay starts in a row that may fail before one joins its groups. */
 const MAX_START_FAILURES = 5;
 
@@ -223,11 +236,9 @@ export class NetlinkEvents extends EventEmitter<EventMap> implements AsyncIterab
   }
 
   #spawn(): void {
-    // The parent's loader flags (TypeScript in tests) are needed; a debugger port is not.
-    const execArgv = process.execArgv.filter((a) => !a.startsWith('--inspect'));
     let child: ChildProcess;
     try {
-      child = spawn(process.execPath, [...execArgv, RELAY_PATH, JSON.stringify(this.#config)], {
+      child = spawn(process.execPath, [...relayExecArgv(), RELAY_PATH, JSON.stringify(this.#config)], {
         stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
       });
     } catch (err) {

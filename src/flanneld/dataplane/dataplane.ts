@@ -429,6 +429,12 @@ export class Dataplane {
         });
         this.#events = events;
         if (this.#closed) events.close();
+        // The groups are joined a moment after the stream opens (its relay process starts): what
+        // changed before then was never notified, so look once the subscription stands.
+        events.ready.then(
+          () => this.#kick('event'),
+          () => {},
+        );
         for await (const ev of events) {
           backoff.reset();
           if (ev.kind === 'resync') {
