@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 
@@ -750,11 +751,39 @@ class UdpRelayJs : public Napi::ObjectWrap<UdpRelayJs> {
   uint64_t last_push_ = 0;
 };
 
+// SO_RCVBUFFORCE on a socket another library opened (the netlink package offers only SO_RCVBUF,
+// which rmem_max caps): with CAP_NET_ADMIN the kernel grants the size asked for. Returns the
+// size the kernel reports afterwards; throws with the errno's text when it refuses (EPERM
+// without the capability), so the caller can keep what SO_RCVBUF gave.
+Napi::Value ForceRecvBufferJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+    Napi::TypeError::New(env, "forceRecvBuffer(fd, bytes)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int64_t want = info[1].As<Napi::Number>().Int64Value();
+  if (fd < 0 || want <= 0 || want > (1LL << 30)) {
+    Napi::RangeError::New(env, "forceRecvBuffer: fd >= 0 and 0 < bytes <= 1 GiB").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int bytes = static_cast<int>(want);
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0) {
+    Napi::Error::New(env, std::string("SO_RCVBUFFORCE: ") + strerror(errno)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int got = 0;
+  socklen_t len = sizeof got;
+  if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len) != 0) got = 0;
+  return Napi::Number::New(env, got);
+}
+
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   exports.Set("Relay", Relay::Init(env));
   exports.Set("Tun", Tun::Init(env));
   exports.Set("UdpRelay", UdpRelayJs::Init(env));
   exports.Set("parseIpv4", Napi::Function::New(env, ParseIpv4Js, "parseIpv4"));
+  exports.Set("forceRecvBuffer", Napi::Function::New(env, ForceRecvBufferJs, "forceRecvBuffer"));
   exports.Set("abiVersion", Napi::Number::New(env, 1));
   return exports;
 }

@@ -152,6 +152,12 @@ export interface NativeAddon {
   UdpRelay: new (onStats: (stats: NativeUdpListenerStats[]) => void) => NativeUdpRelay;
   /** The forwarder's packet check, for tests: `ok` or why the packet would be dropped. */
   parseIpv4(packet: Buffer): { error: string; ttl?: number; protocol?: number; totalLength?: number };
+  /**
+   * SO_RCVBUFFORCE on `fd` (needs CAP_NET_ADMIN; past `net.core.rmem_max`); returns the receive
+   * buffer the kernel then reports (twice the request, its bookkeeping share included). Throws
+   * when refused.
+   */
+  forceRecvBuffer(fd: number, bytes: number): number;
 }
 
 /** The result of {@link loadNative}: the addon, or why there is none. */

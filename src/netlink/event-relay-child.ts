@@ -18,8 +18,10 @@
  *
  * argv[2]: JSON {groups: number[], recvBufferSize: number, maxPendingBytes: number}.
  */
+import { readdirSync, readlinkSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { Protocol, RawNetlinkSocket } from 'netlink';
+import { loadNative } from '../native/index.js';
 import { FRAME, encodeFrame, type RelayConfig } from './event-relay-frames.js';
 
 const config = JSON.parse(process.argv[2] ?? '{}') as RelayConfig;
@@ -51,11 +53,43 @@ function forward(type: number, payload?: Uint8Array): void {
   send(type, payload);
 }
 
+function socketFds(): Set<number> {
+  const fds = new Set<number>();
+  for (const name of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${name}`).startsWith('socket:')) fds.add(Number(name));
+    } catch {
+      // closed while listing (the fd of readdir itself)
+    }
+  }
+  return fds;
+}
+
+/**
+ * SO_RCVBUF is capped by net.core.rmem_max (208 KiB on a stock kernel), which a burst of route
+ * changes fills. The netlink package does not expose its fd, so the relay, whose only new socket
+ * is the netlink one, finds it in /proc/self/fd and has the addon set SO_RCVBUFFORCE, which
+ * CAP_NET_ADMIN allows past the cap. Without the addon or the capability, SO_RCVBUF stands.
+ */
+function forceRecvBuffer(before: Set<number>): void {
+  const { addon } = loadNative();
+  if (!addon) return;
+  const fresh = [...socketFds()].filter((fd) => !before.has(fd));
+  if (fresh.length !== 1) return;
+  try {
+    addon.forceRecvBuffer(fresh[0] as number, config.recvBufferSize);
+  } catch {
+    // EPERM without CAP_NET_ADMIN: keep what SO_RCVBUF got; the parent logs the granted size.
+  }
+}
+
 function main(): void {
   let sock: RawNetlinkSocket;
   try {
+    const before = socketFds();
     // The library types both buffer sizes as required; 0 leaves the send buffer alone.
     sock = new RawNetlinkSocket(Protocol.ROUTE, { recvBufferSize: config.recvBufferSize, sendBufferSize: 0 });
+    forceRecvBuffer(before);
     for (const g of config.groups) sock.addMembership(g);
   } catch (err) {
     send(FRAME.FAILED, Buffer.from(err instanceof Error ? err.message : String(err)));

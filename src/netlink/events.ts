@@ -52,7 +52,8 @@ export interface NetlinkEventsOptions {
   /** Families of address and route notifications. Default: both. */
   families?: IpFamily[];
   /**
-   * SO_RCVBUF in bytes; the kernel grants at most 2 x net.core.rmem_max. Default 4 MiB: an
+   * Receive buffer in bytes: SO_RCVBUFFORCE where the process has CAP_NET_ADMIN and the native
+   * addon is built, else SO_RCVBUF, which the kernel caps at 2 x net.core.rmem_max. Default 4 MiB: an
    * overflow costs a relay restart and a full re-list (see the module comment), so ask for plenty.
    */
   recvBufferSize?: number;
@@ -125,6 +126,7 @@ export class NetlinkEvents extends EventEmitter<EventMap> implements AsyncIterab
   #child: ChildProcess | undefined;
   #restart: NodeJS.Timeout | undefined;
   #everReady = false;
+  #granted: number | undefined;
   #startFailures = 0;
   /** Why the next READY must be announced as a resync (the previous relay lost events). */
   #lostReason: 'overflow' | 'restarted' | undefined;
@@ -158,6 +160,11 @@ export class NetlinkEvents extends EventEmitter<EventMap> implements AsyncIterab
   /** PID of the relay process holding the socket (diagnostics, tests). */
   get relayPid(): number | undefined {
     return this.#child?.pid;
+  }
+
+  /** The receive buffer the kernel granted the relay's socket, in bytes, once ready. */
+  get recvBufferGranted(): number | undefined {
+    return this.#granted;
   }
 
   get closed(): boolean {
@@ -327,6 +334,7 @@ export class NetlinkEvents extends EventEmitter<EventMap> implements AsyncIterab
   }
 
   #onReady(granted: number | undefined): void {
+    this.#granted = granted;
     this.#startFailures = 0;
     this.#restartBackoff.reset();
     if (!this.#everReady) {

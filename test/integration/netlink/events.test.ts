@@ -1,6 +1,6 @@
 /** Events for changes made by `ip` behind the wrapper's back, on an emitter and an async iterator. */
 import { execFileSync, spawn } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { processAlive } from '../../../src/exec/index.js';
@@ -168,6 +168,19 @@ runInNetns(import.meta.url, async (t) => {
     let n = 0;
     for await (const _ of events) n++;
     t.equal(n, 0);
+  });
+
+  await t.test('the receive buffer passes net.core.rmem_max (SO_RCVBUFFORCE, as root)', async (t) => {
+    const rmemMax = Number(readFileSync('/proc/sys/net/core/rmem_max', 'utf8'));
+    const want = Math.min(rmemMax * 2, 1 << 30);
+    const events = openNetlinkEvents({ groups: ['link'], recvBufferSize: want, logger: silentLogger() });
+    t.teardown(() => events.close());
+    await events.ready;
+    // The kernel reports twice what was set; SO_RCVBUF alone stops at 2 x rmem_max.
+    t.ok(
+      (events.recvBufferGranted ?? 0) >= want * 2,
+      `granted ${events.recvBufferGranted} bytes for ${want} asked (rmem_max ${rmemMax})`,
+    );
   });
 
   await t.test('a slow iterator gets one resync instead of unbounded memory', async (t) => {
