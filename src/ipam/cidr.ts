@@ -112,6 +112,15 @@ export class Cidr {
     return other.family === this.family && other.start <= this.end && this.start <= other.end;
   }
 
+  /**
+   * The networks of `list` not inside another one of it, in their first order, duplicates once.
+   * Two CIDRs either nest or are disjoint, so the result covers the same addresses with no
+   * overlap: what an nft interval set takes (overlapping elements fail the whole transaction).
+   */
+  static outermost(list: readonly Cidr[]): Cidr[] {
+    return list.filter((c, i) => !list.some((o, j) => j !== i && o.contains(c) && (!c.contains(o) || j < i)));
+  }
+
   /** True when both denote the same network. */
   equals(other: Cidr): boolean {
     return (

@@ -386,9 +386,10 @@ export function parseService(key: string, namespace: string, name: string, text:
         (v.status?.loadBalancer?.ingress ?? []).flatMap((i) => (i.ip !== undefined ? [canonical(i.ip)] : [])),
       ),
     ],
-    loadBalancerSourceRanges: [
-      ...new Set(s.loadBalancerSourceRanges.map((c) => Cidr.parseLenient(c).toString())),
-    ],
+    // Ranges inside another one add nothing and would overlap in the kernel's interval sets.
+    loadBalancerSourceRanges: Cidr.outermost(s.loadBalancerSourceRanges.map((c) => Cidr.parseLenient(c))).map(
+      String,
+    ),
     affinityTimeoutSeconds:
       s.sessionAffinity === 'ClientIP'
         ? (s.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT_SECONDS)

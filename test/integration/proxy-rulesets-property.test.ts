@@ -49,27 +49,40 @@ const HOSTILE = [
 ];
 
 const label = fc.stringMatching(/^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/);
+// Weights: validation now refuses most hostile and special values, and a case reaches the renderers
+// only when every one of its fields is valid; the valid arbitraries dominate so that a run still
+// renders well over 50 service ports, while each hostile form keeps turning up.
 const name = fc.oneof(
-  { arbitrary: label, weight: 6 },
+  { arbitrary: label, weight: 24 },
   { arbitrary: fc.constantFrom(...HOSTILE), weight: 3 },
   { arbitrary: fc.string({ unit: 'binary', maxLength: 80 }), weight: 2 },
   { arbitrary: fc.constantFrom('n'.repeat(63), `long-${'s'.repeat(58)}`), weight: 2 },
   { arbitrary: fc.string({ minLength: 64, maxLength: 300 }), weight: 1 },
 );
 const portName = fc.oneof(
-  { arbitrary: fc.stringMatching(/^[a-z]([-a-z0-9]{0,13}[a-z0-9])?$/), weight: 6 },
+  { arbitrary: fc.stringMatching(/^[a-z]([-a-z0-9]{0,13}[a-z0-9])?$/), weight: 24 },
   { arbitrary: fc.constantFrom(...HOSTILE), weight: 3 },
   { arbitrary: fc.string({ unit: 'binary', maxLength: 70 }), weight: 1 },
 );
 const portNumber = fc.oneof(
-  { arbitrary: fc.integer({ min: 1, max: 65_535 }), weight: 8 },
+  { arbitrary: fc.integer({ min: 1, max: 65_535 }), weight: 30 },
   { arbitrary: fc.constantFrom<unknown>(0, 65_536, -1, 1.5, 1e12, '80', null), weight: 1 },
 );
 const v4 = fc.ipV4();
 const v6 = fc.ipV6();
+// Unicast addresses validation accepts (no loopback, link-local, multicast or unspecified).
+const unicast4 = fc
+  .tuple(fc.integer({ min: 1, max: 223 }), fc.nat(255), fc.nat(255), fc.integer({ min: 1, max: 254 }))
+  .filter(([a, b]) => a !== 127 && !(a === 169 && b === 254))
+  .map((o) => o.join('.'));
+const unicast6 = fc
+  .tuple(fc.nat(0xffff), fc.nat(0xffff))
+  .map(([a, b]) => `2001:db8::${a.toString(16)}:${b.toString(16)}`);
 const address = fc.oneof(
-  { arbitrary: v4, weight: 4 },
-  { arbitrary: v6, weight: 3 },
+  { arbitrary: unicast4, weight: 16 },
+  { arbitrary: unicast6, weight: 12 },
+  { arbitrary: v4, weight: 2 },
+  { arbitrary: v6, weight: 2 },
   {
     arbitrary: fc.constantFrom(
       '1.2.3.4; drop',

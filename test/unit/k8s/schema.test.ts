@@ -101,6 +101,31 @@ t.test('affinity, LB ingress, source ranges and IPv6 are normalised', async (t) 
   t.same(s.loadBalancerSourceRanges, ['198.51.100.0/24']);
 });
 
+t.test(
+  'source ranges inside another one are dropped (they would overlap in an nft interval set)',
+  async (t) => {
+    const s = parseService(
+      '/weft/services/default/web',
+      'default',
+      'web',
+      svc({
+        type: 'LoadBalancer',
+        clusterIPs: ['10.96.0.10'],
+        ports: [{ name: 'http', port: 80, nodePort: 30080 }],
+        loadBalancerSourceRanges: [
+          '198.51.100.0/26',
+          '::/0',
+          '198.51.100.0/24',
+          '13d:af5d::/64',
+          '198.51.100.7/24',
+          '10.0.0.0/8',
+        ],
+      }),
+    );
+    t.same(s.loadBalancerSourceRanges, ['::/0', '198.51.100.0/24', '10.0.0.0/8']);
+  },
+);
+
 t.test('headless and ExternalName services have no ClusterIP', async (t) => {
   t.same(
     parseService(KEY, 'default', 'web', svc({ clusterIP: 'None', ports: [{ port: 80 }] })).clusterIPs,
