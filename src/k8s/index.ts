@@ -5,6 +5,7 @@
  */
 export * from './schema.js';
 export * from './keys.js';
+export * from './pod.js';
 export * from './object-tracker.js';
 export * from './names.js';
 export * from './limits.js';

@@ -74,6 +74,11 @@ export interface ServiceSpec {
   internalTrafficPolicy: 'Cluster' | 'Local';
   /** 0 when none. */
   healthCheckNodePort: number;
+  /**
+   * `spec.selector`; undefined when absent or empty (the API server drops an empty map), which
+   * leaves the Service's slices to whoever writes them by hand.
+   */
+  selector: Readonly<Record<string, string>> | undefined;
 }
 
 /** One endpoint of a slice, with kube's nil-condition defaults applied. */
@@ -397,6 +402,7 @@ export function parseService(key: string, namespace: string, name: string, text:
     externalTrafficPolicy: s.externalTrafficPolicy,
     internalTrafficPolicy: s.internalTrafficPolicy,
     healthCheckNodePort: s.healthCheckNodePort,
+    selector: s.selector && Object.keys(s.selector).length > 0 ? { ...s.selector } : undefined,
   };
 }
 

@@ -58,6 +58,7 @@ t.test('defaults of a minimal ClusterIP service', async (t) => {
     externalTrafficPolicy: 'Cluster',
     internalTrafficPolicy: 'Cluster',
     healthCheckNodePort: 0,
+    selector: undefined,
   });
 });
 

@@ -24,6 +24,7 @@ function service(over: Partial<ServiceSpec> = {}): ServiceSpec {
     externalTrafficPolicy: 'Cluster',
     internalTrafficPolicy: 'Cluster',
     healthCheckNodePort: 0,
+    selector: undefined,
     ...over,
   };
 }
