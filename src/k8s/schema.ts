@@ -97,6 +97,8 @@ export interface EndpointSliceSpec {
   name: string;
   /** `metadata.labels["kubernetes.io/service-name"]`. */
   serviceName: string;
+  /** `metadata.labels["endpointslice.kubernetes.io/managed-by"]`: weft-controller's, or another writer's. */
+  managedBy: string | undefined;
   addressType: 'IPv4' | 'IPv6' | 'FQDN';
   endpoints: SliceEndpoint[];
   /** Undefined when the slice lists no ports (kube: all ports of the service). */
@@ -108,6 +110,9 @@ export const DEFAULT_AFFINITY_TIMEOUT_SECONDS = 10_800;
 
 /** The label that ties a slice to its service. */
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+/** The label that names a slice's writer. */
+export const MANAGED_BY_LABEL = 'endpointslice.kubernetes.io/managed-by';
 
 const port = z.number().int().min(1).max(65_535);
 const optPort = z.number().int().min(0).max(65_535);
@@ -476,7 +481,8 @@ export function parseEndpointSlice(
       ports?.push({ name: p.name ?? '', protocol: p.protocol, port: p.port });
     });
   }
-  return { namespace, name, serviceName, addressType: v.addressType, endpoints, ports };
+  const managedBy = v.metadata.labels?.[MANAGED_BY_LABEL];
+  return { namespace, name, serviceName, managedBy, addressType: v.addressType, endpoints, ports };
 }
 
 function checkName(kind: string, key: string, got: string | undefined, want: string, field: string): void {

@@ -38,6 +38,7 @@ function slice(
     namespace: 'default',
     name,
     serviceName: 'web',
+    managedBy: undefined,
     addressType: 'IPv4',
     endpoints: ips.map(([ip, node]) => ({
       addresses: [ip],
