@@ -21,7 +21,8 @@ export interface ServicePortDef {
   name?: string;
   protocol?: 'TCP' | 'UDP' | 'SCTP';
   port: number;
-  targetPort?: number;
+  /** A number, or the name of a container port (resolved per pod by weft-controller). */
+  targetPort?: number | string;
   nodePort?: number;
 }
 
@@ -34,6 +35,8 @@ export interface ServiceDef {
   ports: ServicePortDef[];
   /** ClientIP affinity with this timeout (seconds); none when absent. */
   affinitySeconds?: number;
+  /** `spec.selector`: weft-controller then writes the slices. None when absent. */
+  selector?: Record<string, string>;
 }
 
 /** One endpoint of a {@link SliceDef}. */
@@ -79,6 +82,7 @@ export function serviceObject(def: ServiceDef, prefix = PROXY_PREFIX): StoredObj
           ...(p.targetPort !== undefined ? { targetPort: p.targetPort } : {}),
           ...(p.nodePort !== undefined ? { nodePort: p.nodePort } : {}),
         })),
+        ...(def.selector !== undefined ? { selector: def.selector } : {}),
         ...(def.affinitySeconds !== undefined
           ? {
               sessionAffinity: 'ClientIP',
