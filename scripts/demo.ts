@@ -1,17 +1,20 @@
 /**
  * `make demo` (`node dist/scripts/demo.js`): the whole story of weft on one machine, told step by
  * step for someone new. A lab of three nodes and etcd, each node a network namespace on one
- * underlay bridge; weft-flanneld (the overlay) and weft-proxy (Services, nftables mode) on every
- * node; a pod per node through weft-cni, pinging across nodes; a Service over those pods and how
- * 300 requests to its ClusterIP spread; one endpoint taken out and the traffic moving to the
- * others; then a teardown that leaves nothing behind. Exits 0 when every check passed, 1 when one
- * failed, 130 when interrupted; the lab is torn down in every case.
+ * underlay bridge; weft-flanneld (the overlay), weft-proxy (Services, nftables mode) and
+ * weft-controller (EndpointSlices from label selectors) on every node; a pod labelled app=web per
+ * node through weft-cni, pinging across nodes; a Service selecting app=web, the EndpointSlice the
+ * controller wrote for it and how 300 requests to its ClusterIP spread; a new pod joining the
+ * spread; a label removed and that pod leaving it; then a teardown that leaves nothing behind.
+ * Nothing writes an EndpointSlice by hand. Exits 0 when every check passed, 1 when one failed,
+ * 130 when interrupted; the lab is torn down in every case.
  *
  * Options: --nodes N (default 3, at least 2), --etcd-members 1|3 (default 1), --keep-logs (copy
  * the logs to ./lab-logs/<run id> at teardown, as WEFT_LAB_KEEP_LOGS=1 does; a failed run keeps
  * them anyway).
  */
 import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { messageOf } from '../src/errors/index.js';
 import {
@@ -33,8 +36,9 @@ import {
   type LabStep,
 } from '../test/lab/index.js';
 import { stringify as stringifyYaml } from 'yaml';
-import { WEFTCTL_MAIN } from '../src/weftctl/lab-control.js';
-import { serviceObject, sliceObject, type ServiceDef, type SliceDef } from '../test/helpers/proxy-objects.js';
+import { WEFTCTL_MAIN, WEFT_ROOT } from '../src/weftctl/lab-control.js';
+import { serviceObject, type ServiceDef } from '../test/helpers/proxy-objects.js';
+import { kernelEndpoints, waitKernel } from '../test/helpers/selector-objects.js';
 
 const { values } = parseArgs({
   options: {
@@ -59,19 +63,25 @@ if (etcdMembers !== 1 && etcdMembers !== 3) {
   process.exit(2);
 }
 
-/** The demo's Service: a ClusterIP in front of one `web-N` pod per node. */
+/** The demo's Service: a ClusterIP in front of the pods labelled app=web (one `web-N` per node). */
 const SERVICE_IP = '10.96.0.100';
 const SERVICE_PORT = 80;
 const POD_PORT = 8080;
+const WEB_LABELS = { app: 'web' };
+/** The pods' container port, named as the Service's targetPort names it. */
+const WEB_PORTS = [{ name: 'http', containerPort: POD_PORT }];
 const WEB: ServiceDef = {
   name: 'web',
   clusterIP: SERVICE_IP,
-  ports: [{ name: 'http', port: SERVICE_PORT, targetPort: POD_PORT }],
+  ports: [{ name: 'http', port: SERVICE_PORT, targetPort: 'http' }],
+  selector: WEB_LABELS,
 };
+/** The compiled controller every node runs. */
+const CONTROLLER_MAIN = join(WEFT_ROOT, 'dist', 'src', 'controller', 'main.js');
 const REQUESTS = 300;
 /** How far (as a fraction of the even share) an endpoint's count may be from it and still pass. */
 const SHARE_TOLERANCE = 0.4;
-const STEPS = 6;
+const STEPS = 7;
 
 const started = Date.now();
 const runId = newRunId();
@@ -234,13 +244,62 @@ async function weftctl(l: Lab, args: readonly string[], input?: string): Promise
   return r.stdout.trimEnd();
 }
 
+/** Where each weft-controller's /healthz listens, inside its node's namespace (the daemon's default). */
+const CONTROLLER_HEALTHZ = 'http://127.0.0.1:10257/healthz';
+/** The election key weft-controllers compete for (the daemon's default). */
+const ELECTION_KEY = '/weft/leases/weft-controller';
+
+/** Starts a weft-controller on every node; they elect one leader through etcd. */
+function startControllers(l: Lab): void {
+  for (const n of l.nodes) {
+    l.startProcess(
+      n,
+      'weft-controller',
+      'env',
+      [
+        ...['-u', 'NODE_OPTIONS', process.execPath, CONTROLLER_MAIN],
+        `--etcd-endpoints=${l.etcdEndpoints.join(',')}`,
+        `--node-name=${n.name}`,
+        `--identity=${n.name}`,
+      ],
+      { WEFT_LOG_LEVEL: process.env.WEFT_LOG_LEVEL ?? 'info' },
+    );
+  }
+}
+
+/** The HTTP status of a controller's /healthz (0 when it does not answer). */
+async function controllerHealth(l: Lab, n: LabNode): Promise<number> {
+  const r = await l.exec(
+    n,
+    'curl',
+    ['-s', '-m', '2', '-o', '/dev/null', '-w', '%{http_code}', CONTROLLER_HEALTHZ],
+    {
+      allowFail: true,
+    },
+  );
+  return Number(r.stdout.trim()) || 0;
+}
+
+/** Which controller leads (its identity, the node name), from the election key. */
+async function controllerLeader(l: Lab): Promise<string | undefined> {
+  const r = await l.etcdctl('underlay', ['get', ELECTION_KEY, '--print-value-only'], { allowFail: true });
+  try {
+    return (JSON.parse(r.stdout) as { holder?: string }).holder;
+  } catch {
+    return undefined;
+  }
+}
+
 async function startDaemons(l: Lab): Promise<ProxyCluster> {
   const t0 = step(
     2,
-    'weft-flanneld and weft-proxy (nftables mode) on every node',
+    'weft-flanneld, weft-proxy (nftables mode) and weft-controller on every node',
     'weft-flanneld leases a /24 of 10.244.0.0/16 per node in etcd (same keys and JSON as flannel),',
     "builds the VXLAN device flannel.1 and routes to the other nodes' subnets. weft-proxy watches",
     'Services and EndpointSlices in etcd and turns them into nftables rules, like kube-proxy.',
+    'weft-controller watches pods and Services and writes the EndpointSlices of every Service',
+    "that selects pods by label, like kube-controller-manager's endpointslice controller; the",
+    'controllers elect one leader through etcd, and only the leader writes.',
   );
   const flannel = await FlannelCluster.create(l, {
     config: { Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } },
@@ -254,28 +313,38 @@ async function startDaemons(l: Lab): Promise<ProxyCluster> {
       l.exec(n, 'ip', ['route', 'replace', 'default', 'via', l.underlay.ip, 'dev', n.iface]),
     ),
   );
+  startControllers(l);
   const p = await ProxyCluster.create(l, { mode: 'nftables' });
   proxy = p;
   await p.waitSynced(l.nodes, 0, 60_000);
+  const leader = await waitFor(
+    async () => {
+      const healthy = await Promise.all(l.nodes.map((n) => controllerHealth(l, n)));
+      return healthy.every((h) => h === 200) ? controllerLeader(l) : undefined;
+    },
+    { what: 'every weft-controller healthy and one of them leading', timeoutMs: 30_000, intervalMs: 250 },
+  );
   checkInterrupted();
 
   const leases = [...(await flannel.leases())].map(([key, value]) => {
     const v = JSON.parse(value) as { PublicIP?: string; BackendData?: { VtepMAC?: string } };
     return { subnet: key.slice(key.lastIndexOf('/') + 1).replace('-', '/'), ip: v.PublicIP ?? '?', v };
   });
-  const rows = [['node', 'subnet (lease)', 'VTEP MAC', 'weft-flanneld', 'weft-proxy']];
+  const rows = [['node', 'subnet (lease)', 'VTEP MAC', 'weft-flanneld', 'weft-proxy', 'weft-controller']];
   let ok = true;
   for (const n of l.nodes) {
     const lease = leases.find((x) => x.ip === n.ip);
     const fl = (await flannel.health(n, '/readyz')).status;
     const px = (await p.health(n)).status;
-    if (!lease || fl !== 200 || px !== 200) ok = false;
+    const ct = await controllerHealth(l, n);
+    if (!lease || fl !== 200 || px !== 200 || ct !== 200) ok = false;
     rows.push([
       n.name,
       lease?.subnet ?? 'NONE',
       lease?.v.BackendData?.VtepMAC ?? '-',
       fl === 200 ? 'ready' : `NOT READY (${fl})`,
       px === 200 ? 'synced' : `NOT HEALTHY (${px})`,
+      ct !== 200 ? `NOT HEALTHY (${ct})` : n.name === leader ? 'leader' : 'standby',
     ]);
   }
   say(indent(table(rows)));
@@ -286,7 +355,7 @@ async function startDaemons(l: Lab): Promise<ProxyCluster> {
     t0,
     ok,
     ok
-      ? `${l.nodes.length} subnets leased, both daemons healthy on every node`
+      ? `${l.nodes.length} subnets leased, the three daemons healthy on every node, ${leader} leads the controllers`
       : 'a node has no lease or an unhealthy daemon (see the table)',
   );
   return p;
@@ -300,26 +369,21 @@ interface Pods {
 async function podsTalk(l: Lab): Promise<Pods> {
   const t0 = step(
     3,
-    'Pods on every node through weft-cni, talking across nodes',
-    "weft-cni gives each pod an address from its node's lease. Every web-N pod answers TCP on",
-    `port ${POD_PORT} with its own name. Each pod pings every other pod (3 packets, average rtt)`,
-    'and sends it one TCP request: all of it crosses nodes inside VXLAN.',
+    'Pods labelled app=web on every node through weft-cni, talking across nodes',
+    'Each web-N pod is declared in etcd with the label app=web and a container port named http',
+    `(\`weftctl lab pod add node1 web-1 --labels app=web --port http:${POD_PORT}\`), then weft-cni gives it an`,
+    "address from its node's lease and records that address beside the pod. Every web-N pod answers",
+    `TCP on port ${POD_PORT} with its own name. Each pod pings every other pod (3 packets, average`,
+    'rtt) and sends it one TCP request: all of it crosses nodes inside VXLAN.',
   );
   const first = l.nodes[0] as LabNode;
   const [client, ...web] = await Promise.all([
     l.addPod(first, 'client'),
-    ...l.nodes.map((n, i) => l.addPod(n, `web-${i + 1}`)),
+    ...l.nodes.map((n, i) => l.addPod(n, `web-${i + 1}`, { labels: WEB_LABELS, ports: WEB_PORTS })),
   ]);
   await Promise.all(web.map((p) => l.startTcpServer(p, POD_PORT)));
-  const pods = [...web, client as LabPod];
-  say(
-    indent(
-      table([
-        ['pod', 'node', 'address', 'gateway'],
-        ...pods.map((p) => [p.name, p.node, `${p.ip}/${p.prefixLength}`, p.gateway ?? '-']),
-      ]),
-    ),
-  );
+  say(`${INDENT}$ weftctl get pods -o wide`);
+  say(indent(await weftctl(l, ['get', 'pods', '-o', 'wide']), `${INDENT}  `));
   checkInterrupted();
 
   const rows = [['from \\ to', ...web.map((p) => p.name)]];
@@ -352,60 +416,25 @@ async function podsTalk(l: Lab): Promise<Pods> {
     t0,
     bad === 0,
     bad === 0
-      ? `${pods.length} pods; all ${pairs} cross-node pairs answer ping and TCP`
+      ? `${web.length + 1} pods; all ${pairs} cross-node pairs answer ping and TCP`
       : `${bad} of ${pairs} pod pairs cannot talk`,
   );
   return { web, client: client as LabPod };
 }
 
-function slice(web: readonly LabPod[], notReady?: LabPod): SliceDef {
-  return {
-    service: WEB.name,
-    endpoints: web.map((p) => ({ ip: p.ip, nodeName: p.node, ready: p !== notReady })),
-    ports: [{ name: 'http', port: POD_PORT }],
-  };
-}
+/** The endpoints of the Service in a node's nftables, as `ip:port`, sorted. */
+const endpointsOf = (pods: readonly LabPod[]): string[] => pods.map((p) => `${p.ip}:${POD_PORT}`).sort();
+const sameList = (a: readonly string[], b: readonly string[]): boolean =>
+  a.length === b.length && a.every((x, i) => x === b[i]);
 
-/** The Service and its EndpointSlice as stored in etcd, in a few lines. */
-async function showObjects(p: ProxyCluster, web: readonly LabPod[]): Promise<void> {
-  const stored = await p.objects();
-  const svcKey = serviceObject(WEB).key;
-  const sliceKey = sliceObject(slice(web)).key;
-  const svc = JSON.parse(stored.get(svcKey) ?? '{}') as {
-    spec?: {
-      type?: string;
-      clusterIP?: string;
-      ports?: { port: number; protocol: string; targetPort?: number }[];
-    };
-  };
-  const sl = JSON.parse(stored.get(sliceKey) ?? '{}') as {
-    endpoints?: { addresses: string[]; nodeName?: string; conditions?: { ready?: boolean } }[];
-    ports?: { port: number }[];
-  };
-  const port = svc.spec?.ports?.[0];
-  say(`${INDENT}${svcKey}`);
-  say(
-    `${INDENT}  ${svc.spec?.type ?? '?'} ${svc.spec?.clusterIP ?? '?'}:${port?.port ?? '?'}/${port?.protocol ?? '?'}` +
-      ` -> target port ${port?.targetPort ?? '?'}`,
-  );
-  say(`${INDENT}${sliceKey}  (kubernetes.io/service-name=${WEB.name})`);
-  const byIp = new Map(web.map((w) => [w.ip, w]));
-  say(
-    indent(
-      table(
-        (sl.endpoints ?? []).map((e) => {
-          const ip = e.addresses[0] ?? '?';
-          return [
-            '',
-            `${ip}:${sl.ports?.[0]?.port ?? '?'}`,
-            byIp.get(ip)?.name ?? '?',
-            e.nodeName ?? '-',
-            e.conditions?.ready === false ? 'ready=false' : 'ready=true',
-          ];
-        }),
-      ),
-    ),
-  );
+/**
+ * Waits until every node's nftables holds exactly `pods` as the Service's endpoints; returns how
+ * long after `since` (epoch ms) each node got there, as `node1 +123 ms` items.
+ */
+async function kernelFollows(l: Lab, pods: readonly LabPod[], since: number): Promise<string[]> {
+  const want = endpointsOf(pods);
+  const seen = await waitKernel(l, l.nodes, SERVICE_IP, SERVICE_PORT, (eps) => sameList(eps, want), 30_000);
+  return l.nodes.map((n) => `${n.name} +${Math.max(0, (seen.get(n.name) ?? since) - since)} ms`);
 }
 
 /**
@@ -458,7 +487,7 @@ async function spread(l: Lab, pods: Pods, removed?: LabPod): Promise<{ ok: boole
     const good = p === removed ? n === 0 : Math.abs(n - even) <= SHARE_TOLERANCE * even;
     if (!good) ok = false;
     const bar = '#'.repeat(Math.round(share * 45));
-    const note = p === removed ? '(not ready)' : '';
+    const note = p === removed ? '(label removed)' : '';
     rows.push([
       p.name,
       p.node,
@@ -482,28 +511,28 @@ async function spread(l: Lab, pods: Pods, removed?: LabPod): Promise<{ ok: boole
   return { ok, text };
 }
 
-async function serviceSpread(l: Lab, p: ProxyCluster, pods: Pods): Promise<void> {
+async function serviceSpread(l: Lab, pods: Pods): Promise<void> {
   const t0 = step(
     4,
-    `A Service with ${pods.web.length} endpoints, and how ${REQUESTS} requests spread`,
-    `Service "web" gets a virtual address, the ClusterIP ${SERVICE_IP}:${SERVICE_PORT}; its`,
-    `EndpointSlice lists the ${pods.web.length} web pods. \`weftctl apply\` writes both into etcd, where an`,
-    `API server would put them and weft-proxy watches. Then the client pod on node1 opens ${REQUESTS}`,
-    `connections to the ClusterIP, one after another; each goes to an endpoint drawn at random,`,
-    `so each endpoint should get about 1/${pods.web.length} of them.`,
+    `A Service selecting app=web, the EndpointSlice weft-controller wrote, and how ${REQUESTS} requests spread`,
+    `Service "web" gets a virtual address, the ClusterIP ${SERVICE_IP}:${SERVICE_PORT}, and the selector`,
+    'app=web; its targetPort names the pods\' port "http". `weftctl apply` writes it into etcd, where',
+    'an API server would put it. Nobody writes its EndpointSlice: weft-controller finds the pods the',
+    'selector matches, resolves "http" in each pod, writes the slice, and weft-proxy on every node',
+    `programs it. Then the client pod on node1 opens ${REQUESTS} connections to the ClusterIP, one after`,
+    `another; each goes to an endpoint drawn at random, so each should get about 1/${pods.web.length} of them.`,
   );
-  // Applied with weftctl, as an operator would: one YAML file with both objects.
-  const manifest = [serviceObject(WEB), sliceObject(slice(pods.web))]
-    .map((o) => stringifyYaml(o.value))
-    .join('---\n');
   const written = Date.now();
-  say(`${INDENT}$ weftctl apply -f web.yaml   (the Service and its EndpointSlice, as YAML)`);
-  say(indent(await weftctl(l, ['apply', '-f', '-'], manifest), `${INDENT}  `));
+  say(`${INDENT}$ weftctl apply -f web.yaml   (the Service only)`);
+  say(indent(stringifyYaml(serviceObject(WEB).value).trimEnd(), `${INDENT}    `));
+  say(indent(await weftctl(l, ['apply', '-f', '-'], stringifyYaml(serviceObject(WEB).value)), `${INDENT}  `));
   say(`${INDENT}$ weftctl get services`);
   say(indent(await weftctl(l, ['get', 'services']), `${INDENT}  `));
-  await showObjects(p, pods.web);
-  await p.waitSynced(l.nodes, written, 30_000);
-  // The sync is in; make sure the first request makes it through the overlay too.
+  const lags = await kernelFollows(l, pods.web, written);
+  say(`${INDENT}the pods were in every node's nftables after the apply: ${lags.join(', ')}`);
+  say(`${INDENT}$ weftctl get endpointslices   (what weft-controller wrote)`);
+  say(indent(await weftctl(l, ['get', 'endpointslices']), `${INDENT}  `));
+  // The rules are in; make sure the first request makes it through the overlay too.
   await waitFor(
     async () => {
       const r = await runClient(l, pods.client, {
@@ -523,42 +552,49 @@ async function serviceSpread(l: Lab, p: ProxyCluster, pods: Pods): Promise<void>
   outcome(4, t0, s.ok, s.text);
 }
 
-async function endpointRemoved(l: Lab, p: ProxyCluster, pods: Pods): Promise<void> {
-  const gone = pods.web.at(-1) as LabPod;
-  const others = pods.web.filter((w) => w !== gone).map((w) => w.name);
+async function podJoins(l: Lab, pods: Pods): Promise<void> {
+  const node = l.nodes[1] as LabNode;
   const t0 = step(
     5,
-    `An endpoint taken out: ${gone.name} marked not ready`,
-    `This is what Kubernetes does when a readiness probe fails: ${gone.name} stays in the`,
-    'EndpointSlice with ready=false and the pod keeps running, but a Service must stop sending it',
-    `new connections. weft-proxy rewrites its rules; ${others.join(' and ')} take the traffic.`,
+    `A new pod joins: web-${pods.web.length + 1} on ${node.name}, labelled app=web`,
+    'A pod is an endpoint once it is declared with a matching label and weft-cni has given it an',
+    'address. weft-controller adds it to the slice (to the one slice that has room, leaving the',
+    'others untouched) and every weft-proxy adds it to the draw.',
   );
-  const written = await p.putObject(sliceObject(slice(pods.web, gone)));
-  say(`${INDENT}wrote the EndpointSlice with ${gone.name} ready=false; waiting for every weft-proxy to sync`);
-  await p.waitSynced(l.nodes, written, 30_000);
-  const lags = await Promise.all(
-    l.nodes.map(async (n) => {
-      const last = await p.lastSyncMs(n);
-      return `${n.name} +${last === undefined ? '?' : Math.max(0, Math.round(last - written))} ms`;
-    }),
+  const name = `web-${pods.web.length + 1}`;
+  const pod = await l.addPod(node, name, { labels: WEB_LABELS, ports: WEB_PORTS });
+  const attached = Date.now();
+  await l.startTcpServer(pod, POD_PORT);
+  pods.web.push(pod);
+  const lags = await kernelFollows(l, pods.web, attached);
+  say(
+    `${INDENT}${name} (${pod.ip}) was in every node's nftables after weft-cni attached it: ${lags.join(', ')}`,
   );
-  say(`${INDENT}synced after the write: ${lags.join(', ')}`);
-  // A sync that raced the watch would pass waitSynced: confirm with traffic before measuring.
-  await waitFor(
-    async () => {
-      const r = await runClient(l, pods.client, {
-        proto: 'tcp',
-        host: SERVICE_IP,
-        port: SERVICE_PORT,
-        count: 20,
-      });
-      return !r.counts[gone.name] && Object.keys(r.counts).length > 0;
-    },
-    { what: `${gone.name} to stop getting traffic`, timeoutMs: 15_000, intervalMs: 200 },
-  );
+  say(`${INDENT}$ weftctl get endpointslices`);
+  say(indent(await weftctl(l, ['get', 'endpointslices']), `${INDENT}  `));
   for (const line of await pickMap(l, pods.web)) say(`${INDENT}${line}`);
-  say(`${INDENT}$ weftctl describe service web   (its endpoints, from the EndpointSlice)`);
-  say(indent(await weftctl(l, ['describe', 'service', 'web']), `${INDENT}  `));
+  checkInterrupted();
+  say(`${INDENT}${REQUESTS} requests to ${SERVICE_IP}:${SERVICE_PORT}:`);
+  const s = await spread(l, pods);
+  outcome(5, t0, s.ok, s.text);
+}
+
+async function labelRemoved(l: Lab, pods: Pods): Promise<void> {
+  const gone = pods.web.at(-1) as LabPod;
+  const others = pods.web.filter((w) => w !== gone);
+  const t0 = step(
+    6,
+    `A label removed: ${gone.name} loses app=web and leaves the spread`,
+    `\`weftctl label pod ${gone.name} app-\` removes the label. The pod keeps running, but the selector no`,
+    'longer matches it: weft-controller takes it out of the slice and weft-proxy out of the draw.',
+  );
+  say(`${INDENT}$ weftctl label pod ${gone.name} app-`);
+  say(indent(await weftctl(l, ['label', 'pod', gone.name, 'app-']), `${INDENT}  `));
+  const labelled = Date.now();
+  const lags = await kernelFollows(l, others, labelled);
+  say(`${INDENT}${gone.name} was out of every node's nftables after weftctl returned: ${lags.join(', ')}`);
+  say(`${INDENT}$ weftctl get pods -l app=web`);
+  say(indent(await weftctl(l, ['get', 'pods', '-l', 'app=web']), `${INDENT}  `));
   let direct = 'no answer';
   try {
     direct = (await l.tcpRequest(pods.client, gone.ip, POD_PORT, { timeoutMs: 3000 })).trim();
@@ -568,20 +604,22 @@ async function endpointRemoved(l: Lab, p: ProxyCluster, pods: Pods): Promise<voi
   say(
     `${INDENT}${gone.name} itself still runs: a direct request to ${gone.ip}:${POD_PORT} answers "${direct}"`,
   );
+  const inKernel = await kernelEndpoints(l, l.nodes[0] as LabNode, SERVICE_IP, SERVICE_PORT);
   checkInterrupted();
   say(`${INDENT}${REQUESTS} more requests to ${SERVICE_IP}:${SERVICE_PORT}:`);
   const s = await spread(l, pods, gone);
+  const ok = s.ok && direct === gone.name && sameList(inKernel, endpointsOf(others));
   outcome(
-    5,
+    6,
     t0,
-    s.ok && direct === gone.name,
+    ok,
     s.ok && direct !== gone.name ? `${s.text}; but ${gone.name} did not answer directly` : s.text,
   );
 }
 
 async function tearDown(l: Lab | undefined): Promise<void> {
   const t0 = step(
-    6,
+    7,
     'Tear-down',
     'Every process is stopped by its PID and every namespace of the run deleted; then we check',
     'that nothing of the run is left (so a second `make demo` starts from a clean machine).',
@@ -604,7 +642,7 @@ async function tearDown(l: Lab | undefined): Promise<void> {
   }
   const left = (await listNetns()).filter((n) => n.startsWith(`${runId}-`));
   if (left.length) throw new Error(`namespaces still present: ${left.join(', ')}`);
-  outcome(6, t0, true, `no namespace, process or temp dir of ${runId} is left`);
+  outcome(7, t0, true, `no namespace, process or temp dir of ${runId} is left`);
 }
 
 async function main(): Promise<number> {
@@ -620,13 +658,15 @@ async function main(): Promise<number> {
     if (Date.now() - tb > 1000) say(`(rebuilt dist/ from changed sources in ${seconds(Date.now() - tb)})`);
     const l = await bringUp();
     checkInterrupted();
-    const p = await startDaemons(l);
+    await startDaemons(l);
     checkInterrupted();
     const pods = await podsTalk(l);
     checkInterrupted();
-    await serviceSpread(l, p, pods);
+    await serviceSpread(l, pods);
     checkInterrupted();
-    await endpointRemoved(l, p, pods);
+    await podJoins(l, pods);
+    checkInterrupted();
+    await labelRemoved(l, pods);
     checkInterrupted();
   } catch (err) {
     if (interrupted) say(`${INDENT}interrupted.`);
@@ -641,7 +681,7 @@ async function main(): Promise<number> {
     } catch (err) {
       failures++;
       say(`${INDENT}teardown FAILED: ${messageOf(err)}`);
-      recap.push(`[6] FAIL teardown: ${messageOf(err).slice(0, 80)}`);
+      recap.push(`[7] FAIL teardown: ${messageOf(err).slice(0, 80)}`);
     }
   }
   const took = seconds(Date.now() - started);

@@ -87,18 +87,23 @@ t.test('a bad option exits 2 and creates nothing', async (t) => {
 });
 
 t.test('interrupted once its lab is up: tears down, exits 130', async (t) => {
-  const r = await runDemo([], { when: /^\[2\/6\]/ });
+  const r = await runDemo([], { when: /^\[2\/7\]/ });
   t.ok(r.interrupted, 'the demo reached step 2 and was sent SIGINT', { output: r.output });
   t.equal(r.code, 130, 'exit code 130', { output: r.output });
+  t.match(
+    r.output,
+    /\[2\/7\] weft-flanneld, weft-proxy \(nftables mode\) and weft-controller on every node/,
+    'step 2 starts the controllers beside the other daemons',
+  );
   t.match(r.output, /SIGINT: stopping after the current step/, 'it says what it does');
-  t.match(r.output, /\[6\/6\] Tear-down/, 'it ran the tear-down step');
+  t.match(r.output, /\[7\/7\] Tear-down/, 'it ran the tear-down step');
   t.match(r.output, /demo interrupted .*everything it created is gone/, 'and says so at the end');
-  t.notMatch(r.output, /\[3\/6\]/, 'it did not go on to the next step');
+  t.notMatch(r.output, /\[3\/7\]/, 'it did not go on to the next step');
   await assertNothingLeft(t, r.runId);
 });
 
 t.test('interrupted twice: the forced path also leaves nothing, exits 130', async (t) => {
-  const r = await runDemo([], { when: /^\[2\/6\]/, signals: 2, gapMs: 500 });
+  const r = await runDemo([], { when: /^\[2\/7\]/, signals: 2, gapMs: 500 });
   t.ok(r.interrupted, 'the demo reached step 2 and was sent SIGINT twice', { output: r.output });
   t.equal(r.code, 130, 'exit code 130', { output: r.output });
   t.match(r.output, /SIGINT again: deleting the namespaces/, 'it took the forced path');
