@@ -116,11 +116,13 @@ clean:
 	rm -rf dist .tap native/build
 
 # The benchmarks (root: each runs in network namespaces of its own), then docs/benchmarks.md from
-# bench/results/*.json. BENCH_ARGS passes options, e.g. BENCH_ARGS="--sizes 1000 --rss-services 0".
+# bench/results/*.json. BENCH_ARGS passes options, e.g. BENCH_ARGS="--sizes 1000 --rss-services 0";
+# SELECTOR_BENCH_ARGS those of the selector benchmark, e.g. SELECTOR_BENCH_ARGS=--quick.
 bench: deps build
 	node dist/bench/proxy-sync.js $(BENCH_ARGS)
 	node dist/bench/relay.js
 	node dist/bench/overlay.js
+	node dist/bench/selector.js $(SELECTOR_BENCH_ARGS)
 	node dist/bench/report.js
 
 # The built tree, the commands, the systemd units and their environment files, under DESTDIR (a

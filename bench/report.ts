@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { readResults, repoRoot, resultsDir } from './harness.js';
 import { renderOverlay, renderRelay } from './dataplane-report.js';
 import { renderProxySync } from './proxy-sync-report.js';
+import { renderSelector } from './selector-results.js';
 import type { Section } from './report-section.js';
 
 export type { Section, SectionInput } from './report-section.js';
@@ -22,6 +23,7 @@ export const SECTIONS: Section[] = [
   { benchmark: 'proxy-sync', render: renderProxySync },
   { benchmark: 'relay', render: renderRelay },
   { benchmark: 'overlay', render: renderOverlay },
+  { benchmark: 'selector', render: renderSelector },
 ];
 
 /**

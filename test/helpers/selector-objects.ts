@@ -14,6 +14,8 @@ export interface PodDef {
   labels?: Record<string, string>;
   nodeName?: string;
   ports?: { name?: string; containerPort: number; protocol?: 'TCP' | 'UDP' | 'SCTP' }[];
+  /** A Ready condition in the status; none when absent (weft then counts an attached pod ready). */
+  ready?: boolean;
 }
 
 /** A v1 Pod as `kubectl run --dry-run=client -o json` would print it, plus its node. */
@@ -42,6 +44,9 @@ export function podObject(
           },
         ],
       },
+      ...(def.ready !== undefined
+        ? { status: { conditions: [{ type: 'Ready', status: def.ready ? 'True' : 'False' }] } }
+        : {}),
     },
   };
 }
