@@ -149,7 +149,7 @@ export function renderSelector(input: SectionInput): string {
       'pod writes, each flipping one pod’s Ready condition (so every one changes an endpoint), and the ' +
       'controller’s CPU time (user + system, from /proc) and wall time until its slices show the last ' +
       'write, per 1,000 changes; RSS from /proc/<pid>/status. The controller runs with ' +
-      '`--node-monitor-grace-period=3600` since these nodes run no weft-flanneld.',
+      '`--node-monitor-grace-period=1h` since these nodes run no weft-flanneld.',
     '',
     '| Pods | Samples | Median | p90 | p99 | Max | Every pod programmed after start |',
     '|---|---|---|---|---|---|---|',

@@ -204,7 +204,7 @@ async function measureSize(pods: number): Promise<SelectorCase> {
       `--etcd-endpoints=${lab.etcdEndpoints.join(',')}`,
       `--node-name=${lab.nodes[0]?.name ?? 'node1'}`,
       // These nodes run no weft-flanneld, so no status record: keep them ready all along.
-      '--node-monitor-grace-period=3600',
+      '--node-monitor-grace-period=1h',
     ]);
     const ctl = controller;
     let firstProgrammingMs: number | null = null;
