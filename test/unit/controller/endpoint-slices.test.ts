@@ -475,6 +475,19 @@ t.test('existing slices with duplicates, strangers and stale content converge in
   t.end();
 });
 
+t.test('a slice whose labels are not the ones weft-controller writes is rewritten with them', (t) => {
+  const [only] = fresh(inputs(pods(3)));
+  const stale = {
+    ...(only as ExistingSlice),
+    spec: { ...(only as ExistingSlice).spec, managedBy: 'someone' },
+  };
+  const plan = planSlices(inputs(pods(3)), [stale], namer());
+  t.equal(writes(plan), 1);
+  t.equal(plan.update[0]?.name, stale.spec.name);
+  t.equal(parsed(service(), stale.spec.name, plan.update[0]?.value ?? '').managedBy, CONTROLLER_NAME);
+  t.end();
+});
+
 t.test('property: applying a plan yields exactly the desired endpoints, once each, within the limit', (t) => {
   const podArb = fc.record({
     i: fc.integer({ min: 0, max: 60 }),
