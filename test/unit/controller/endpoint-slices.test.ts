@@ -488,6 +488,35 @@ t.test('a slice whose labels are not the ones weft-controller writes is rewritte
   t.end();
 });
 
+t.test('endpoints are written in numeric address order, so equal content is equal text', (t) => {
+  const ips = [
+    '10.244.0.10',
+    '10.244.0.9',
+    '10.244.1.1',
+    '10.3.0.1',
+    'fd00::10',
+    'fd00::9',
+    'fd00:1::',
+    '::ffff:a00:1',
+  ];
+  const ps = ips.map((ip, i) => pod(i, { ips: [ip] }));
+  const svc = service({ clusterIPs: ['10.96.0.10', 'fd00:96::a'] });
+  const plan = planSlices(inputs(ps, { service: svc }), [], namer());
+  const written = plan.create.map((w) =>
+    (JSON.parse(w.value) as { endpoints: { addresses: string[] }[] }).endpoints.map((e) => e.addresses[0]),
+  );
+  t.same(written, [
+    ['10.3.0.1', '10.244.0.9', '10.244.0.10', '10.244.1.1'],
+    ['::ffff:a00:1', 'fd00::9', 'fd00::10', 'fd00:1::'],
+  ]);
+  const again = planSlices(inputs([...ps].reverse(), { service: svc }), [], namer());
+  t.same(
+    again.create.map((w) => w.value),
+    plan.create.map((w) => w.value),
+  );
+  t.end();
+});
+
 t.test('property: applying a plan yields exactly the desired endpoints, once each, within the limit', (t) => {
   const podArb = fc.record({
     i: fc.integer({ min: 0, max: 60 }),
