@@ -280,7 +280,8 @@ function desiredGroups(inputs: SliceInputs, family: 4 | 6): Map<string, Group> {
       serving: pod.ready && nodeOk,
       terminating: pod.terminating,
       nodeName: node,
-      zone: node === undefined ? undefined : inputs.nodeZone(node),
+      // As kube: an empty zone label is no zone.
+      zone: (node === undefined ? undefined : inputs.nodeZone(node)) || undefined,
       namespace: pod.namespace,
       pod: pod.name,
     };

@@ -315,7 +315,7 @@ t.test('conditions: ready, not ready, terminating, node not ready; nodeName and 
   const slices = fresh(
     inputs(ps, {
       nodeReady: (n) => n !== 'down',
-      nodeZone: (n) => (n === 'node0' ? 'zone-a' : undefined),
+      nodeZone: (n) => (n === 'node0' ? 'zone-a' : n === 'node1' ? '' : undefined),
     }),
   );
   const eps = new Map(slices[0]?.spec.endpoints.map((e) => [e.addresses[0], e]));
@@ -332,7 +332,7 @@ t.test('conditions: ready, not ready, terminating, node not ready; nodeName and 
   t.same(cond(5), [true, true, false]);
   t.equal(eps.get(v4(0))?.zone, 'zone-a');
   t.equal(eps.get(v4(0))?.nodeName, 'node0');
-  t.equal(eps.get(v4(1))?.zone, undefined);
+  t.equal(eps.get(v4(1))?.zone, undefined, 'an empty zone label is no zone');
   t.equal(eps.get(v4(4))?.nodeName, 'down');
   t.equal(eps.get(v4(5))?.nodeName, undefined);
 
