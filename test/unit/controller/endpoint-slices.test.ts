@@ -531,6 +531,23 @@ t.test('property: applying a plan yields exactly the desired endpoints, once eac
     max: fc.integer({ min: 1, max: 12 }),
     dual: fc.boolean(),
   });
+  const garbageArb = fc.array(
+    fc.record({
+      addrs: fc.array(fc.integer({ min: 0, max: 60 }), { maxLength: 20 }),
+      v6: fc.boolean(),
+      ready: fc.boolean(),
+      ports: fc.constantFrom(
+        undefined,
+        [],
+        [{ name: 'dns', protocol: 'UDP' as const, port: 53 }],
+        [
+          { name: 'dns', protocol: 'UDP' as const, port: 53 },
+          { name: 'http', protocol: 'TCP' as const, port: 8080 },
+        ],
+      ),
+    }),
+    { maxLength: 4 },
+  );
   const toPods = (st: {
     pods: {
       i: number;
@@ -560,50 +577,74 @@ t.test('property: applying a plan yields exactly the desired endpoints, once eac
       ],
     });
   fc.assert(
-    fc.property(fc.array(stateArb, { minLength: 1, maxLength: 5 }), fc.boolean(), (states, down) => {
-      let existing: ExistingSlice[] = [];
-      let n = 0;
-      const newName = (s: string) => `${s}-${(++n).toString(36)}`;
-      for (const st of states) {
-        const svc = svcOf(st.dual);
-        const inp = inputs(toPods(st), {
-          service: svc,
-          maxEndpointsPerSlice: st.max,
-          nodeReady: (node) => !(down && node === 'node1'),
-        });
-        const plan = planSlices(inp, existing, newName);
-        existing = apply(svc, existing, plan);
-        for (const s of existing) {
-          if (s.spec.endpoints.length > st.max) return false;
-          if (s.spec.endpoints.length === 0) return false;
+    fc.property(
+      fc.array(stateArb, { minLength: 1, maxLength: 5 }),
+      fc.boolean(),
+      garbageArb,
+      (states, down, garbage) => {
+        // Whatever was left in the registry (duplicates, odd ports, overfull slices) is the start.
+        let existing: ExistingSlice[] = garbage.map((g, k) => ({
+          spec: {
+            namespace: 'default',
+            name: `web-g${k}`,
+            serviceName: 'web',
+            managedBy: CONTROLLER_NAME,
+            addressType: g.v6 ? 'IPv6' : 'IPv4',
+            endpoints: g.addrs.map((i) => ({
+              addresses: [g.v6 ? `fd00::${(i + 1).toString(16)}` : v4(i)],
+              ready: g.ready,
+              serving: g.ready,
+              terminating: false,
+              nodeName: 'node0',
+              zone: undefined,
+            })),
+            ports: g.ports === undefined ? undefined : g.ports.map((p) => ({ ...p })),
+          },
+          modRevision: k + 1,
+        }));
+        let n = 0;
+        const newName = (s: string) => `${s}-${(++n).toString(36)}`;
+        for (const st of states) {
+          const svc = svcOf(st.dual);
+          const inp = inputs(toPods(st), {
+            service: svc,
+            maxEndpointsPerSlice: st.max,
+            nodeReady: (node) => !(down && node === 'node1'),
+          });
+          const plan = planSlices(inp, existing, newName);
+          existing = apply(svc, existing, plan);
+          for (const s of existing) {
+            if (s.spec.endpoints.length > st.max) return false;
+            if (s.spec.endpoints.length === 0) return false;
+          }
+          for (const type of ['IPv4', 'IPv6'] as const) {
+            const family = type === 'IPv4' ? 4 : 6;
+            const got = existing
+              .filter((s) => s.spec.addressType === type)
+              .flatMap((s) => s.spec.endpoints.map((e) => e.addresses[0]));
+            const want =
+              type === 'IPv6' && !st.dual
+                ? []
+                : [
+                    ...new Set(
+                      inp.pods.flatMap((p) => p.ips.filter((a) => a.includes(':') === (family === 6))),
+                    ),
+                  ];
+            if (got.length !== new Set(got).size) return false;
+            if (JSON.stringify([...got].sort()) !== JSON.stringify(want.sort())) return false;
+          }
+          // Planning the reached state again writes nothing.
+          if (
+            planSlices(inp, existing, newName).update.length +
+              planSlices(inp, existing, newName).create.length !==
+            0
+          )
+            return false;
+          if (planSlices(inp, existing, newName).delete.length !== 0) return false;
         }
-        for (const type of ['IPv4', 'IPv6'] as const) {
-          const family = type === 'IPv4' ? 4 : 6;
-          const got = existing
-            .filter((s) => s.spec.addressType === type)
-            .flatMap((s) => s.spec.endpoints.map((e) => e.addresses[0]));
-          const want =
-            type === 'IPv6' && !st.dual
-              ? []
-              : [
-                  ...new Set(
-                    inp.pods.flatMap((p) => p.ips.filter((a) => a.includes(':') === (family === 6))),
-                  ),
-                ];
-          if (got.length !== new Set(got).size) return false;
-          if (JSON.stringify([...got].sort()) !== JSON.stringify(want.sort())) return false;
-        }
-        // Planning the reached state again writes nothing.
-        if (
-          planSlices(inp, existing, newName).update.length +
-            planSlices(inp, existing, newName).create.length !==
-          0
-        )
-          return false;
-        if (planSlices(inp, existing, newName).delete.length !== 0) return false;
-      }
-      return true;
-    }),
+        return true;
+      },
+    ),
     { numRuns: 200 },
   );
   t.pass('200 runs of up to 5 successive states');
