@@ -137,14 +137,40 @@ function withoutCredentials(endpoint: string): string {
   }
 }
 
-/** The store the flags name: etcd (default) or a `redis://` URL. Warns once about a cleartext password. */
-export function openStoreFromFlags(flags: RegistryFlags, logger: Logger, metrics?: Registry): Promise<Store> {
+/** Deadlines of {@link openStoreFromFlags}; each backend's own default when absent. */
+export interface StoreTimeouts {
+  /** How long opening waits for a first answer, in ms. */
+  dialTimeoutMs?: number;
+  /** Deadline of each request, in ms. */
+  requestTimeoutMs?: number;
+}
+
+/**
+ * Why a `--registry-prefix` value is refused, or undefined: it must start with `/` and (unless it
+ * is `/`) not end with one, so `<prefix>/<kind>/...` keys have exactly one slash between parts.
+ */
+export function registryPrefixProblem(v: string): string | undefined {
+  if (!v.startsWith('/')) return 'must start with "/"';
+  if (v.length > 1 && v.endsWith('/')) return 'must not end with "/"';
+  return undefined;
+}
+
+/**
+ * The store the flags name: etcd (default) or a `redis://` URL. Warns once about a cleartext
+ * password. `timeouts` shortens the backend's deadlines (a CNI call cannot wait long).
+ */
+export function openStoreFromFlags(
+  flags: RegistryFlags,
+  logger: Logger,
+  metrics?: Registry,
+  timeouts: StoreTimeouts = {},
+): Promise<Store> {
   const cleartext = cleartextPasswordWarning(flags);
   if (cleartext) logger.warn({ field: flags.etcdPassword ? '--etcd-password' : '--registry' }, cleartext);
   if (flags.registry.startsWith('redis://') || flags.registry.startsWith('rediss://')) {
     return openStore({
       registry: 'redis',
-      redis: { url: flags.registry },
+      redis: { url: flags.registry, ...timeouts },
       logger,
       ...(metrics && { metrics }),
     });
@@ -164,6 +190,7 @@ export function openStoreFromFlags(flags: RegistryFlags, logger: Logger, metrics
       ...(tls && { tls }),
       ...(flags.etcdUsername && { username: flags.etcdUsername }),
       ...(flags.etcdPassword && { password: flags.etcdPassword }),
+      ...timeouts,
     },
     logger,
     ...(metrics && { metrics }),
