@@ -36,6 +36,7 @@ import {
 } from '../cli/registry-flags.js';
 import { ErrorCodes, WeftError } from '../errors/index.js';
 import { DEFAULT_PROXY_PREFIX, dns1123LabelProblem } from '../k8s/index.js';
+import { DEFAULT_MAX_ENDPOINTS_PER_SLICE, MAX_MAX_ENDPOINTS_PER_SLICE } from './endpoint-slices.js';
 
 /** Environment variable prefix: `--leader-elect` reads `WEFT_CONTROLLER_LEADER_ELECT`. */
 export const CONTROLLER_ENV_PREFIX = 'WEFT_CONTROLLER';
@@ -44,9 +45,6 @@ export const CONTROLLER_ENV_PREFIX = 'WEFT_CONTROLLER';
 export const DEFAULT_CONTROLLER_HEALTHZ_PORT = 10257;
 /** Default port of /metrics; next to /healthz, clear of weft-proxy's 10249 and 10256. */
 export const DEFAULT_CONTROLLER_METRICS_PORT = 10258;
-
-/** kube's upper bound of `--max-endpoints-per-slice`. */
-export const MAX_ENDPOINTS_PER_SLICE_LIMIT = 1000;
 
 /** A duration in seconds or with a unit; milliseconds, NaN when malformed. */
 export function parseSecondsOrDuration(text: string): number {
@@ -70,10 +68,10 @@ export const CONTROLLER_FLAGS = defineFlags({
   maxEndpointsPerSlice: intFlag({
     name: 'max-endpoints-per-slice',
     metavar: '<n>',
-    description: `Most endpoints in one EndpointSlice written by the controller (1..${MAX_ENDPOINTS_PER_SLICE_LIMIT}).`,
-    default: 100,
+    description: `Most endpoints in one EndpointSlice written by the controller (1..${MAX_MAX_ENDPOINTS_PER_SLICE}).`,
+    default: DEFAULT_MAX_ENDPOINTS_PER_SLICE,
     min: 1,
-    max: MAX_ENDPOINTS_PER_SLICE_LIMIT,
+    max: MAX_MAX_ENDPOINTS_PER_SLICE,
   }),
   concurrentServiceEndpointSyncs: intFlag({
     name: 'concurrent-service-endpoint-syncs',
