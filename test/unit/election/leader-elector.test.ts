@@ -245,7 +245,7 @@ t.test('a dead leader (no renewals, no resign): the standby leads within the lea
   (clients[cs.indexOf(leader)] as CuttableStore).cut = true;
   await until(() => standby.elector.isLeader(), 3_000, 'the standby to lead');
   const took = Date.now() - diedAt;
-  t.ok(took <= 1_000 + 250, `standby leads ${took} ms after the death (lease 1 s, retry 0.1 s)`);
+  t.ok(took <= 1_000 + 400, `standby leads ${took} ms after the death (lease 1 s, retry 0.1 s)`);
   t.ok(took >= 600, `not before the renew deadline could have passed (${took} ms)`);
 });
 
@@ -279,7 +279,7 @@ t.test(
       [true, false],
       'onChange(false)',
     );
-    t.ok(stepped <= 600 + 100, `stepped down ${stepped} ms after the cut (renew deadline 0.6 s)`);
+    t.ok(stepped <= 600 + 250, `stepped down ${stepped} ms after the cut (renew deadline 0.6 s)`);
     t.equal((await store.get(key))?.value, guard.value, 'its key has not expired yet: it stopped first');
     t.notOk(standby.elector.isLeader(), 'and nobody else leads yet');
 
@@ -318,7 +318,7 @@ t.test('a leader whose key is deleted or replaced steps down at its next renewal
     },
   );
   await until(() => !c.elector.isLeader(), 1_000, 'to step down');
-  t.ok(Date.now() - replacedAt < 400, 'at the next renewal, not at the deadline');
+  t.ok(Date.now() - replacedAt < 550, 'at the next renewal, not at the deadline');
   t.equal((await LeaderElector.holder(store, key))?.identity, 'intruder', 'the other holder is left alone');
   await store.delete(key);
   await until(() => c.elector.isLeader(), 1_000, 'to lead again once the key is free');
