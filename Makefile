@@ -138,8 +138,8 @@ DESTDIR ?=
 CNI_BIN_DIR ?= /opt/cni/bin
 UNIT_DIR ?= /etc/systemd/system
 ENV_DIR ?= /etc/default
-WEFT_COMMANDS := weft-flanneld weft-proxy weftctl weft-cni
-WEFT_UNITS := weft-flanneld weft-proxy
+WEFT_COMMANDS := weft-flanneld weft-proxy weft-controller weftctl weft-cni
+WEFT_UNITS := weft-flanneld weft-proxy weft-controller
 
 install: build
 	@lib='$(DESTDIR)$(PREFIX)/lib/weft'; \

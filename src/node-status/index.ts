@@ -3,6 +3,7 @@
  * `weftctl status`.
  */
 export {
+  NODE_DAEMONS,
   STATUS_DAEMONS,
   parseDaemonStatus,
   statusKey,

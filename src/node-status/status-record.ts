@@ -6,8 +6,14 @@
 import { z } from 'zod';
 import { ErrorCodes, WeftError } from '../errors/index.js';
 
-/** The daemons that publish a record. */
-export const STATUS_DAEMONS = ['weft-flanneld', 'weft-proxy'] as const;
+/** The daemons every node runs, each with a record per node. */
+export const NODE_DAEMONS = ['weft-flanneld', 'weft-proxy'] as const;
+
+/**
+ * The daemons that publish a record: the node daemons and weft-controller (a few per cluster,
+ * on nodes of the operator's choosing, one of them the leader).
+ */
+export const STATUS_DAEMONS = [...NODE_DAEMONS, 'weft-controller'] as const;
 export type StatusDaemon = (typeof STATUS_DAEMONS)[number];
 
 const isoTime = z.string().refine((v) => !Number.isNaN(Date.parse(v)), 'must be an ISO 8601 time');

@@ -39,6 +39,13 @@ import {
   registryFlag,
 } from '../cli/registry-flags.js';
 import { Cidr, isIPv4, isIPv6 } from '../ipam/index.js';
+import {
+  bindAddressProblem as bindAddress,
+  durationProblem as duration,
+  parseBindAddress,
+  parseDuration,
+  type BindAddress,
+} from '../cli/listen-flags.js';
 import { DEFAULT_PROXY_PREFIX, type Family } from './model/index.js';
 import { PROXY_MODES } from './proxier.js';
 import { DEFAULT_USERSPACE_LIMITS, type UserspaceLimits } from './userspace/limits.js';
@@ -53,17 +60,6 @@ export const PROXY_LOG_LEVELS = LOG_LEVELS;
 export const DEFAULT_HEALTHZ_PORT = 10256;
 /** Default port of /metrics, as kube-proxy's. */
 export const DEFAULT_METRICS_PORT = 10249;
-
-// Before the table: defineFlags validates the defaults, durations included, at load.
-const UNIT_MS: Record<string, number> = {
-  ns: 1e-6,
-  us: 1e-3,
-  µs: 1e-3,
-  ms: 1,
-  s: 1_000,
-  m: 60_000,
-  h: 3_600_000,
-};
 
 /** The flag table; the single source for parsing, validation and `--help`. */
 export const PROXY_FLAGS = defineFlags({
@@ -262,14 +258,10 @@ export const PROXY_FLAGS = defineFlags({
   ...DAEMON_TAIL_FLAGS,
 });
 
+export { parseBindAddress, parseDuration, type BindAddress };
+
 /** weft-proxy's flags as parsed (durations and addresses still as text). */
 export type ProxyFlags = FlagValues<typeof PROXY_FLAGS>;
-
-/** A listener address; undefined port means disabled. */
-export interface BindAddress {
-  host: string;
-  port: number;
-}
 
 /** The daemon's configuration, resolved from the flags. */
 export interface ProxyConfig {
@@ -422,20 +414,11 @@ export function proxyHelp(): string {
   });
 }
 
-/** Parses a Go-style duration (`1s`, `500ms`, `1m30s`, `0`) into milliseconds; NaN when malformed. */
-export function parseDuration(text: string): number {
-  const v = text.trim();
-  if (v === '0') return 0;
-  if (!/^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/.test(v)) return NaN;
-  let total = 0;
-  for (const m of v.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) {
-    total += Number(m[1]) * (UNIT_MS[m[2] as string] ?? NaN);
-  }
-  return total;
-}
-
-function duration(v: string): string | undefined {
-  return Number.isFinite(parseDuration(v)) ? undefined : 'must be a duration with a unit, e.g. 500ms, 1s, 1m';
+function flagError(name: string, reason: string, raw: string): WeftError {
+  return new WeftError(ErrorCodes.INVALID_ARGUMENT, `flag --${name}: ${reason}, got ${JSON.stringify(raw)}`, {
+    object: 'flag',
+    field: `--${name}`,
+  });
 }
 
 function cidr(v: string): string | undefined {
@@ -445,34 +428,4 @@ function cidr(v: string): string | undefined {
   } catch {
     return 'must be a CIDR, e.g. 10.244.0.0/16';
   }
-}
-
-/** `ip:port`, `[v6]:port` or an IP alone; undefined when disabled (port 0 or empty). */
-export function parseBindAddress(text: string, defaultPort: number): BindAddress | undefined {
-  const v = text.trim();
-  if (v === '') return undefined;
-  if (isIPv4(v) || isIPv6(v)) return { host: v, port: defaultPort };
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(v);
-  if (!m) throw new Error(`bad bind address ${v}`);
-  const host = (m[1] ?? m[2]) as string;
-  const port = Number(m[3]);
-  return port === 0 ? undefined : { host, port };
-}
-
-function bindAddress(v: string): string | undefined {
-  const t = v.trim();
-  if (t === '' || isIPv4(t) || isIPv6(t)) return undefined;
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(t);
-  if (!m) return 'must be ip:port, [ipv6]:port or an IP';
-  const host = (m[1] ?? m[2]) as string;
-  if (!(m[1] ? isIPv6(host) : isIPv4(host))) return 'must be ip:port with an IP address';
-  if (Number(m[3]) > 65535) return 'must have a port in 0..65535';
-  return undefined;
-}
-
-function flagError(name: string, reason: string, raw: string): WeftError {
-  return new WeftError(ErrorCodes.INVALID_ARGUMENT, `flag --${name}: ${reason}, got ${JSON.stringify(raw)}`, {
-    object: 'flag',
-    field: `--${name}`,
-  });
 }

@@ -7,8 +7,9 @@
 import { execRunner } from '../exec/index.js';
 import { hostname } from 'node:os';
 import { messageOf } from '../errors/index.js';
-import { STATUS_DAEMONS, parseDaemonStatus, statusPrefix, type DaemonStatus } from '../node-status/index.js';
+import { NODE_DAEMONS, parseDaemonStatus, statusPrefix, type DaemonStatus } from '../node-status/index.js';
 import type { Store } from '../registry/index.js';
+import { terminalText } from '../escape/index.js';
 import { formatAge, formatTable } from './output.js';
 
 /** A record older than this (its TTL) is stale: its daemon stopped refreshing it. */
@@ -77,9 +78,19 @@ export interface StatusReport {
   /** Why not, one line each. */
   problems: string[];
   daemons: DaemonRow[];
+  /** weft-controller's elected leader, as its election key names it; absent when none holds it. */
+  controllerLeader?: ControllerLeader;
   /** Records that could not be read, with why. */
   invalid: { key: string; error: string }[];
   reachability?: Reachability;
+}
+
+/** The holder of weft-controller's election key. */
+export interface ControllerLeader {
+  identity: string;
+  /** The fencing token of its term. */
+  token: number;
+  acquiredAt: string;
 }
 
 /** A record as listed, before probing. */
@@ -114,7 +125,7 @@ export interface BuildReportOptions {
   /** The probe result of each record, by key. Records without one are `not-checked`. */
   probes: ReadonlyMap<string, ReadyzProbe>;
   /**
-   * Nodes that must each run every daemon of {@link STATUS_DAEMONS} (a lab with daemons): a
+   * Nodes that must each run every daemon of {@link NODE_DAEMONS} (a lab with daemons): a
    * missing record is then a row, and a failure. Elsewhere only records are shown, since a node
    * may run flanneld alone.
    */
@@ -123,6 +134,8 @@ export interface BuildReportOptions {
   requireReachable?: boolean;
   reachability?: Reachability;
   lab?: string;
+  /** Who holds weft-controller's election key (read with LeaderElector.holder). */
+  controllerLeader?: ControllerLeader;
 }
 
 /** Judges the records and probes: the report, with its verdict and the reasons for it. */
@@ -152,7 +165,7 @@ export function buildReport(
     };
   });
   for (const node of o.expectNodes ?? []) {
-    for (const daemon of STATUS_DAEMONS) {
+    for (const daemon of NODE_DAEMONS) {
       if (rows.some((r) => r.node === node && r.daemon === daemon)) continue;
       rows.push({
         node,
@@ -180,6 +193,10 @@ export function buildReport(
       problems.push(`${who}: /readyz unreachable${r.readyz.note ? ` (${r.readyz.note})` : ''}`);
     }
   }
+  // Controllers running and none leading: no slice follows the pods until one is elected.
+  if (rows.some((r) => r.daemon === 'weft-controller' && !r.missing && !r.stale) && !o.controllerLeader) {
+    problems.push('weft-controller: no leader elected');
+  }
   for (const i of invalid) problems.push(`${i.key}: unreadable record: ${i.error}`);
   if (!rows.length && !invalid.length) problems.push(`no daemon status records under ${o.prefix}`);
   for (const c of o.reachability?.cells ?? []) {
@@ -195,6 +212,7 @@ export function buildReport(
     ready: problems.length === 0,
     problems,
     daemons: rows,
+    ...(o.controllerLeader ? { controllerLeader: o.controllerLeader } : {}),
     invalid: [...invalid],
     ...(o.reachability ? { reachability: o.reachability } : {}),
   };
@@ -247,6 +265,12 @@ export function formatStatusReport(report: StatusReport, now: number): string {
         ]),
       }).trimEnd(),
     );
+  }
+  const leader = report.controllerLeader;
+  if (leader) {
+    const since = Date.parse(leader.acquiredAt);
+    const age = Number.isNaN(since) ? '?' : formatAge((now - since) / 1000);
+    out.push(`weft-controller leader: ${terminalText(leader.identity)} (for ${age}, term ${leader.token})`);
   }
   for (const i of report.invalid) out.push(`unreadable record ${i.key}: ${i.error}`);
   if (report.reachability) {

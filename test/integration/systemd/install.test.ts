@@ -46,7 +46,7 @@ function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: numb
   });
 }
 
-const COMMANDS = ['weft-flanneld', 'weft-proxy', 'weftctl', 'weft-cni'];
+const COMMANDS = ['weft-flanneld', 'weft-proxy', 'weft-controller', 'weftctl', 'weft-cni'];
 /** What a real install would write; none of it may appear because of a DESTDIR install. */
 const REAL_PATHS = [
   '/usr/local/lib/weft',
@@ -103,7 +103,7 @@ t.test('layout under DESTDIR', async (t) => {
 });
 
 t.test('the installed commands run from the install tree', async (t) => {
-  for (const c of ['weftctl', 'weft-flanneld', 'weft-proxy']) {
+  for (const c of ['weftctl', 'weft-flanneld', 'weft-proxy', 'weft-controller']) {
     const r = await run(join(root, 'usr/local/bin', c), ['--version'], { cwd: '/' });
     t.equal(r.code, 0, `${c} --version exits 0`, { stderr: r.stderr });
     t.equal(r.stdout.trim(), `${c} ${version}`, `${c} prints its version`);

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const SYSTEMD_DIR = join(REPO_ROOT, 'systemd');
 /** The units, by daemon name; each has systemd/<name>.service and systemd/default/<name>. */
-export const UNITS = ['weft-flanneld', 'weft-proxy'] as const;
+export const UNITS = ['weft-flanneld', 'weft-proxy', 'weft-controller'] as const;
 export type UnitName = (typeof UNITS)[number];
 /** Where the shipped units expect the commands. */
 export const INSTALLED_BIN_DIR = '/usr/local/bin';

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { envVarName } from '../../../src/cli/flag-parser.js';
 import { FLANNELD_ENV_PREFIX, FLANNELD_FLAGS } from '../../../src/flanneld/flags.js';
 import { PROXY_ENV_PREFIX, PROXY_FLAGS } from '../../../src/proxy/flags.js';
+import { CONTROLLER_ENV_PREFIX, CONTROLLER_FLAGS } from '../../../src/controller/flags.js';
 import {
   REPO_ROOT,
   SYSTEMD_DIR,
@@ -29,7 +30,10 @@ import {
 
 const REPO_BIN = join(REPO_ROOT, 'bin');
 
-t.test('both units: notify, environment file, restarts with limits, hardening', async (t) => {
+/** The units of the node daemons, which program the network. */
+const NETWORK_UNITS = ['weft-flanneld', 'weft-proxy'] as const;
+
+t.test('every unit: notify, environment file, restarts with limits, hardening', async (t) => {
   for (const name of UNITS) {
     const u = readUnit(name);
     const svc = (key: string) => values(u, 'Service', key);
@@ -46,6 +50,15 @@ t.test('both units: notify, environment file, restarts with limits, hardening', 
     t.same(svc('ProtectSystem'), ['strict'], `${name} ProtectSystem`);
     t.same(svc('ProtectHome'), ['yes'], `${name} ProtectHome`);
     t.same(svc('PrivateTmp'), ['yes'], `${name} PrivateTmp`);
+    // Node's JIT needs W+X memory.
+    t.notOk(svc('MemoryDenyWriteExecute').includes('yes'), `${name} lets the JIT run`);
+    t.same(values(u, 'Install', 'WantedBy'), ['multi-user.target'], `${name} WantedBy`);
+  }
+});
+
+t.test('the network daemons: netlink, and the iptables lock', async (t) => {
+  for (const name of NETWORK_UNITS) {
+    const u = readUnit(name);
     t.same(
       words(u, 'Service', 'RestrictAddressFamilies').sort(),
       ['AF_INET', 'AF_INET6', 'AF_NETLINK', 'AF_UNIX'],
@@ -54,11 +67,25 @@ t.test('both units: notify, environment file, restarts with limits, hardening', 
     // iptables' lock must be writable in a read-only /run, and exist first (it cannot be
     // created there).
     t.ok(words(u, 'Service', 'ReadWritePaths').includes('-/run/xtables.lock'), `${name} xtables lock`);
-    t.match(svc('ExecStartPre').join('\n'), /^\+.*\/run\/xtables\.lock/m, `${name} creates the lock`);
-    // The udp backend writes /proc/sys and opens /dev/net/tun; Node's JIT needs W+X memory.
-    t.notOk(svc('MemoryDenyWriteExecute').includes('yes'), `${name} lets the JIT run`);
-    t.same(values(u, 'Install', 'WantedBy'), ['multi-user.target'], `${name} WantedBy`);
+    t.match(
+      values(u, 'Service', 'ExecStartPre').join('\n'),
+      /^\+.*\/run\/xtables\.lock/m,
+      `${name} creates the lock`,
+    );
   }
+});
+
+t.test('weft-controller: no capability, no netlink, nothing writable', async (t) => {
+  const u = readUnit('weft-controller');
+  // It runs no program and changes no network configuration: the registry and its listeners.
+  t.same(values(u, 'Service', 'CapabilityBoundingSet'), [''], 'an empty bounding set');
+  t.same(words(u, 'Service', 'RestrictAddressFamilies').sort(), ['AF_INET', 'AF_INET6', 'AF_UNIX']);
+  t.same(words(u, 'Service', 'ReadWritePaths'), [], 'no writable path');
+  t.same(values(u, 'Service', 'ExecStartPre'), [], 'no iptables lock');
+  t.same(values(u, 'Service', 'PrivateDevices'), ['yes']);
+  t.same(values(u, 'Service', 'ProtectKernelTunables'), ['yes']);
+  // Not ordered after weft-flanneld: it may run on any machine that reaches the registry.
+  t.notOk(words(u, 'Unit', 'After').includes('weft-flanneld.service'));
 });
 
 t.test('weft-flanneld: networking capabilities only, /run/flannel writable and kept', async (t) => {
@@ -87,7 +114,7 @@ t.test('weft-proxy: after and wanting weft-flanneld; may bind service ports', as
   t.same(values(u, 'Service', 'LimitNOFILE'), ['1048576']);
 });
 
-t.test('systemd-analyze verify passes for both units', async (t) => {
+t.test('systemd-analyze verify passes for every unit', async (t) => {
   const { dir, paths } = unitCopies(REPO_BIN);
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const r = await verifyUnits(paths);
@@ -161,6 +188,7 @@ t.test('environment files document every flag variable and nothing else', async 
   const expected: Record<UnitName, string[]> = {
     'weft-flanneld': flagVariables(FLANNELD_FLAGS, FLANNELD_ENV_PREFIX),
     'weft-proxy': flagVariables(PROXY_FLAGS, PROXY_ENV_PREFIX),
+    'weft-controller': flagVariables(CONTROLLER_FLAGS, CONTROLLER_ENV_PREFIX),
   };
   for (const name of UNITS) {
     const vars = envFileVariables(readFileSync(join(SYSTEMD_DIR, 'default', name), 'utf8'));
