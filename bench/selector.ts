@@ -20,6 +20,7 @@ import { sleep } from '../src/backoff/index.js';
 import { messageOf } from '../src/errors/index.js';
 import { serviceKey } from '../src/k8s/index.js';
 import {
+  ControllerCluster,
   Lab,
   ProxyCluster,
   REPO_ROOT,
@@ -71,7 +72,6 @@ const SERVICE: ServiceDef = {
   ports: [{ name: 'http', port: 80, targetPort: 8080 }],
   selector: { app: 'bench' },
 };
-const CONTROLLER_MAIN = join(REPO_ROOT, 'dist', 'src', 'controller', 'main.js');
 const SLICES = '/weft/endpointslices/default/';
 const SAMPLE_CAP_MS = 30_000;
 const WRITERS = 64;
@@ -199,13 +199,9 @@ async function measureSize(pods: number): Promise<SelectorCase> {
 
     proxy = await ProxyCluster.create(lab, { mode: 'nftables' });
     const tStart = Date.now();
-    controller = lab.startProcess(lab.nodes[0] as LabNode, 'weft-controller', 'env', [
-      ...['-u', 'NODE_OPTIONS', process.execPath, CONTROLLER_MAIN],
-      `--etcd-endpoints=${lab.etcdEndpoints.join(',')}`,
-      `--node-name=${lab.nodes[0]?.name ?? 'node1'}`,
-      // These nodes run no weft-flanneld, so no status record: keep them ready all along.
-      '--node-monitor-grace-period=1h',
-    ]);
+    // These nodes run no weft-flanneld, so no status record: keep them ready all along.
+    const cluster = await ControllerCluster.create(lab, { args: ['--node-monitor-grace-period=1h'] });
+    controller = cluster.start(lab.nodes[0] as LabNode).process;
     const ctl = controller;
     let firstProgrammingMs: number | null = null;
     try {

@@ -14,10 +14,10 @@
  * them anyway).
  */
 import { rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { messageOf } from '../src/errors/index.js';
 import {
+  ControllerCluster,
   FlannelCluster,
   Lab,
   ProxyCluster,
@@ -36,7 +36,7 @@ import {
   type LabStep,
 } from '../test/lab/index.js';
 import { stringify as stringifyYaml } from 'yaml';
-import { WEFTCTL_MAIN, WEFT_ROOT } from '../src/weftctl/lab-control.js';
+import { WEFTCTL_MAIN } from '../src/weftctl/lab-control.js';
 import { serviceObject, type ServiceDef } from '../test/helpers/proxy-objects.js';
 import { kernelEndpoints, waitKernel } from '../test/helpers/selector-objects.js';
 
@@ -76,8 +76,6 @@ const WEB: ServiceDef = {
   ports: [{ name: 'http', port: SERVICE_PORT, targetPort: 'http' }],
   selector: WEB_LABELS,
 };
-/** The compiled controller every node runs. */
-const CONTROLLER_MAIN = join(WEFT_ROOT, 'dist', 'src', 'controller', 'main.js');
 const REQUESTS = 300;
 /** How far (as a fraction of the even share) an endpoint's count may be from it and still pass. */
 const SHARE_TOLERANCE = 0.4;
@@ -244,52 +242,6 @@ async function weftctl(l: Lab, args: readonly string[], input?: string): Promise
   return r.stdout.trimEnd();
 }
 
-/** Where each weft-controller's /healthz listens, inside its node's namespace (the daemon's default). */
-const CONTROLLER_HEALTHZ = 'http://127.0.0.1:10257/healthz';
-/** The election key weft-controllers compete for (the daemon's default). */
-const ELECTION_KEY = '/weft/leases/weft-controller';
-
-/** Starts a weft-controller on every node; they elect one leader through etcd. */
-function startControllers(l: Lab): void {
-  for (const n of l.nodes) {
-    l.startProcess(
-      n,
-      'weft-controller',
-      'env',
-      [
-        ...['-u', 'NODE_OPTIONS', process.execPath, CONTROLLER_MAIN],
-        `--etcd-endpoints=${l.etcdEndpoints.join(',')}`,
-        `--node-name=${n.name}`,
-        `--identity=${n.name}`,
-      ],
-      { WEFT_LOG_LEVEL: process.env.WEFT_LOG_LEVEL ?? 'info' },
-    );
-  }
-}
-
-/** The HTTP status of a controller's /healthz (0 when it does not answer). */
-async function controllerHealth(l: Lab, n: LabNode): Promise<number> {
-  const r = await l.exec(
-    n,
-    'curl',
-    ['-s', '-m', '2', '-o', '/dev/null', '-w', '%{http_code}', CONTROLLER_HEALTHZ],
-    {
-      allowFail: true,
-    },
-  );
-  return Number(r.stdout.trim()) || 0;
-}
-
-/** Which controller leads (its identity, the node name), from the election key. */
-async function controllerLeader(l: Lab): Promise<string | undefined> {
-  const r = await l.etcdctl('underlay', ['get', ELECTION_KEY, '--print-value-only'], { allowFail: true });
-  try {
-    return (JSON.parse(r.stdout) as { holder?: string }).holder;
-  } catch {
-    return undefined;
-  }
-}
-
 async function startDaemons(l: Lab): Promise<ProxyCluster> {
   const t0 = step(
     2,
@@ -313,17 +265,13 @@ async function startDaemons(l: Lab): Promise<ProxyCluster> {
       l.exec(n, 'ip', ['route', 'replace', 'default', 'via', l.underlay.ip, 'dev', n.iface]),
     ),
   );
-  startControllers(l);
+  // One per node, named after it; they elect one leader through etcd.
+  const ctl = await ControllerCluster.create(l);
+  const controllers = l.nodes.map((n) => ctl.start(n, { identity: n.name }));
   const p = await ProxyCluster.create(l, { mode: 'nftables' });
   proxy = p;
   await p.waitSynced(l.nodes, 0, 60_000);
-  const leader = await waitFor(
-    async () => {
-      const healthy = await Promise.all(l.nodes.map((n) => controllerHealth(l, n)));
-      return healthy.every((h) => h === 200) ? controllerLeader(l) : undefined;
-    },
-    { what: 'every weft-controller healthy and one of them leading', timeoutMs: 30_000, intervalMs: 250 },
-  );
+  const leader = await ctl.waitLeader(30_000);
   checkInterrupted();
 
   const leases = [...(await flannel.leases())].map(([key, value]) => {
@@ -336,7 +284,8 @@ async function startDaemons(l: Lab): Promise<ProxyCluster> {
     const lease = leases.find((x) => x.ip === n.ip);
     const fl = (await flannel.health(n, '/readyz')).status;
     const px = (await p.health(n)).status;
-    const ct = await controllerHealth(l, n);
+    const c = controllers.find((x) => x.node.name === n.name);
+    const ct = c ? (await ctl.health(c)).status : 0;
     if (!lease || fl !== 200 || px !== 200 || ct !== 200) ok = false;
     rows.push([
       n.name,
@@ -344,7 +293,7 @@ async function startDaemons(l: Lab): Promise<ProxyCluster> {
       lease?.v.BackendData?.VtepMAC ?? '-',
       fl === 200 ? 'ready' : `NOT READY (${fl})`,
       px === 200 ? 'synced' : `NOT HEALTHY (${px})`,
-      ct !== 200 ? `NOT HEALTHY (${ct})` : n.name === leader ? 'leader' : 'standby',
+      ct !== 200 ? `NOT HEALTHY (${ct})` : c === leader ? 'leader' : 'standby',
     ]);
   }
   say(indent(table(rows)));
@@ -355,7 +304,7 @@ async function startDaemons(l: Lab): Promise<ProxyCluster> {
     t0,
     ok,
     ok
-      ? `${l.nodes.length} subnets leased, the three daemons healthy on every node, ${leader} leads the controllers`
+      ? `${l.nodes.length} subnets leased, the three daemons healthy on every node, ${leader.identity} leads the controllers`
       : 'a node has no lease or an unhealthy daemon (see the table)',
   );
   return p;

@@ -19,6 +19,7 @@ import type { Test } from 'tap';
 import { sleep } from '../../src/backoff/index.js';
 import { MANAGED_BY_LABEL, podKey, serviceKey } from '../../src/k8s/index.js';
 import {
+  ControllerCluster,
   FlannelCluster,
   Lab,
   ProxyCluster,
@@ -29,7 +30,7 @@ import {
   type ClientReport,
   type LabNode,
   type LabPod,
-  type ManagedProcess,
+  type ControllerInstance,
 } from '../lab/index.js';
 import { RegistryAgent, type AgentWatchEvent } from './registry-agent.js';
 import { PROXY_PREFIX, serviceObject, sliceObject, type ServiceDef } from './proxy-objects.js';
@@ -78,7 +79,6 @@ const LEASE_ARGS = [
 ];
 const BULK_PODS = 250;
 const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
-const CONTROLLER_MAIN = join(REPO_ROOT, 'dist', 'src', 'controller', 'main.js');
 const ELECTION_KEY = `${PROXY_PREFIX}/leases/weft-controller`;
 const SLICES = `${PROXY_PREFIX}/endpointslices/default/`;
 
@@ -167,32 +167,15 @@ export async function selectorLabScenario(t: Test, opts: SelectorScenarioOptions
   await Promise.all(web.map((p) => lab.startTcpServer(p, POD_PORT)));
 
   // One controller for the core; two (leader and standby) for the full scenario.
-  const controllers = new Map<string, ManagedProcess>();
-  for (const n of opts.full ? [n1, n2] : [n1]) {
-    controllers.set(
-      n.name,
-      lab.startProcess(
-        n,
-        'weft-controller',
-        'env',
-        [
-          ...['-u', 'NODE_OPTIONS', process.execPath, CONTROLLER_MAIN, ...registryArgs],
-          `--node-name=${n.name}`,
-          `--identity=${n.name}`,
-          `--node-monitor-grace-period=${GRACE_S}s`,
-          ...(opts.full ? LEASE_ARGS : []),
-        ],
-        { WEFT_LOG_LEVEL: process.env.WEFT_LOG_LEVEL ?? 'info' },
-      ),
-    );
-  }
-  const controllerLogs = async (): Promise<string> => {
-    const { readFile } = await import('node:fs/promises');
-    const texts = await Promise.all(
-      [...controllers.values()].map((p) => readFile(p.logFile, 'utf8').catch(() => '')),
-    );
-    return texts.join('\n');
-  };
+  const ctl = await ControllerCluster.create(lab, {
+    redis,
+    args: [`--node-monitor-grace-period=${GRACE_S}s`, ...(opts.full ? LEASE_ARGS : [])],
+  });
+  /** The controllers by identity (their node's name). */
+  const controllers = new Map<string, ControllerInstance>();
+  for (const n of opts.full ? [n1, n2] : [n1]) controllers.set(n.name, ctl.start(n, { identity: n.name }));
+  const controllerLogs = async (): Promise<string> =>
+    [...controllers.values()].map((c) => ctl.log(c)).join('\n');
   const proxy = await ProxyCluster.create(lab, {
     mode: 'nftables',
     ...(redis ? { args: registryArgs } : {}),
@@ -324,7 +307,7 @@ export async function selectorLabScenario(t: Test, opts: SelectorScenarioOptions
         t.ok(hits.length > 0, `a log line names ${key} (${what})`, { line: hits[0]?.slice(0, 300) });
       }
       t.notOk(logs.includes(String.fromCharCode(27)), 'no raw escape character reaches the log');
-      for (const [node, p] of controllers) t.ok(p.running, `the controller on ${node} still runs`);
+      for (const [node, c] of controllers) t.ok(c.process.running, `the controller on ${node} still runs`);
       await sleep(500);
       const eps = endpointsOf(await managedSlices(WEB.name)).map((e) => e.addresses[0]);
       t.same(
@@ -599,7 +582,7 @@ export async function selectorLabScenario(t: Test, opts: SelectorScenarioOptions
     if (!leader) return t.fail(`no known controller holds ${ELECTION_KEY}: ${JSON.stringify(holder)}`);
     const standby = [...controllers.keys()].find((n) => n !== holder.holder) as string;
     const tKill = Date.now();
-    await leader.kill();
+    await ctl.kill9(leader);
     controllers.delete(holder.holder ?? '');
     const p = podObject({
       name: 'np-c',
@@ -710,7 +693,7 @@ export async function selectorLabScenario(t: Test, opts: SelectorScenarioOptions
       timeoutMs: 2000,
     });
     t.same(r.counts, { 'web-1': 10 }, `its traffic goes to web-1 as the slice says: ${show(r)}`);
-    for (const [node, p] of controllers) t.ok(p.running, `the controller on ${node} still runs`);
+    for (const [node, c] of controllers) t.ok(c.process.running, `the controller on ${node} still runs`);
   });
 }
 
