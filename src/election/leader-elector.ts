@@ -169,19 +169,21 @@ export class LeaderElector {
       multiplier: 1,
       jitter: 0.2,
     });
-    let lastError: string | undefined;
+    // An outage is warned about once, when it starts; its further failures are debug.
+    let failing = false;
     while (!signal.aborted) {
       try {
         const term = this.#term;
         if (term) await this.#renew(term);
         else await this.#tryAcquire();
-        lastError = undefined;
+        if (failing) this.#log.info('leader election: registry reachable again');
+        failing = false;
       } catch (err) {
         // The store is unreachable: keep trying; a leader's deadline is kept by its timer.
-        const msg = messageOf(err);
-        if (msg !== lastError)
-          this.#log.warn({ err: msg }, 'leader election: registry request failed; retrying');
-        lastError = msg;
+        const fields = { err: messageOf(err) };
+        if (!failing) this.#log.warn(fields, 'leader election: registry request failed; retrying');
+        else this.#log.debug(fields, 'leader election: registry request failed; retrying');
+        failing = true;
       }
       await sleep(this.#term ? this.#retryMs : pace.next(), signal);
     }
@@ -207,6 +209,12 @@ export class LeaderElector {
     if (!u.updated) return;
     if (this.#stop.signal.aborted) {
       await this.#resign(value);
+      return;
+    }
+    // A stamp answered after the renew deadline: leading now would already be overdue. The key
+    // is left to the next attempt, which frees it (see #sawHolder).
+    if (monotonicMs() - sentAt >= this.#renewDeadlineMs) {
+      this.#log.warn('election won too slowly to lead; trying again');
       return;
     }
     const term: Term = {
