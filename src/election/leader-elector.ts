@@ -143,7 +143,13 @@ export class LeaderElector {
    */
   guard(): WriteGuard | undefined {
     const term = this.#term;
-    if (!term || !this.#fresh(term)) return undefined;
+    if (!term) return undefined;
+    if (!this.#fresh(term)) {
+      // Past the deadline before its timer fired: step down now, so that onChange(false) has
+      // been delivered whenever isLeader() says false.
+      this.#stepDown(term, `no successful renewal within the renew deadline (${this.#renewDeadlineMs} ms)`);
+      return undefined;
+    }
     return { key: this.#key, value: term.value };
   }
 
