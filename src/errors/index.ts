@@ -28,6 +28,11 @@ export const ErrorCodes = {
   REGISTRY_UNAVAILABLE: 'WEFT_REGISTRY_UNAVAILABLE',
   /** A watch cannot resume from the requested revision (compaction, stream trim). */
   REGISTRY_COMPACTED: 'WEFT_REGISTRY_COMPACTED',
+  /**
+   * A guarded write found its guard key absent or holding another value (a leader that lost
+   * its election): nothing was written.
+   */
+  FENCED: 'WEFT_FENCED',
   /** A TTL-bound key or its lease was lost. */
   LEASE_LOST: 'WEFT_LEASE_LOST',
   /** The kernel refused a netlink request; `details.errno` carries the errno name. */

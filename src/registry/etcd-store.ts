@@ -9,8 +9,10 @@ import {
   EtcdPermissionDeniedError,
   GRPCDeadlineExceededError,
   GRPCUnavailableError,
+  type ICompare,
   type IKeyValue,
   type IOptions,
+  type IResponseOp,
   type Watcher,
 } from 'etcd3';
 import { Backoff, sleep } from '../backoff/index.js';
@@ -21,6 +23,7 @@ import type { Registry } from '../metrics/index.js';
 import type {
   CreateOptions,
   CreateResult,
+  DeleteOptions,
   Expectation,
   KeepAlive,
   KeepAliveOptions,
@@ -31,15 +34,18 @@ import type {
   UpdateResult,
   WatchEvent,
   WatchOptions,
+  WriteGuard,
 } from './store.js';
 import {
   AsyncQueue,
   trackedKeepAlive,
   StoreMetrics,
+  checkGuard,
   checkKey,
   checkRevision,
   checkTtl,
   closedError,
+  fencedError,
   keepAliveInterval,
   unavailable,
   type RenewOutcome,
@@ -204,6 +210,17 @@ function toKeyValue(kv: IKeyValue): KeyValue {
   };
 }
 
+/** The compare of a guard: etcd fails a value compare on an absent key, as the guard must. */
+function guardCompare(guard: WriteGuard): ICompare {
+  return { key: Buffer.from(guard.key), target: 'Value', result: 'Equal', value: Buffer.from(guard.value) };
+}
+
+/** Whether a failed txn's read of the guard key (taken in the same txn) still held the guard. */
+function guardHeld(guard: WriteGuard, read: IResponseOp | undefined): boolean {
+  const kv = read?.response_range?.kvs[0];
+  return kv !== undefined && kv.value.toString('utf8') === guard.value;
+}
+
 /** Waits for `p` (ignoring its failure) for at most `ms`. */
 async function within(p: Promise<unknown>, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
@@ -348,16 +365,25 @@ export class EtcdStore implements Store {
     return this.#op('create', async () => {
       checkKey(key);
       if (opts.ttlSeconds !== undefined) checkTtl(opts.ttlSeconds);
+      const guard = opts.guard;
+      checkGuard(guard);
       const k = Buffer.from(key);
       const lease = opts.ttlSeconds !== undefined ? await this.#grant(opts.ttlSeconds) : '0';
       const res = await this.#client.kv.txn({
-        compare: [{ key: k, target: 'Create', result: 'Equal', create_revision: 0 }],
+        compare: [
+          ...(guard ? [guardCompare(guard)] : []),
+          { key: k, target: 'Create', result: 'Equal', create_revision: 0 },
+        ],
         success: [{ request_put: { key: k, value: Buffer.from(value), lease } }],
-        failure: [{ request_range: { key: k } }],
+        failure: [
+          { request_range: { key: k } },
+          ...(guard ? [{ request_range: { key: Buffer.from(guard.key) } }] : []),
+        ],
       });
       if (res.succeeded) return { created: true, revision: Number(res.header.revision) };
       // Only a definite loss frees the lease: after an error the put may have been applied.
       if (lease !== '0') this.#revokeLater(lease);
+      if (guard && !guardHeld(guard, res.responses[1])) throw fencedError(BACKEND, 'create', key, guard);
       const current = res.responses[0]?.response_range?.kvs[0];
       if (!current)
         throw new WeftError(
@@ -374,10 +400,15 @@ export class EtcdStore implements Store {
       checkRevision(expect?.modRevision, 'expect.modRevision');
       const ttl = opts.ttlSeconds;
       if (ttl !== undefined && ttl !== null) checkTtl(ttl);
+      const guard = opts.guard;
+      checkGuard(guard);
       const k = Buffer.from(key);
       const lease = typeof ttl === 'number' ? await this.#grant(ttl) : '0';
       const res = await this.#client.kv.txn({
-        compare: [{ key: k, target: 'Mod', result: 'Equal', mod_revision: expect.modRevision }],
+        compare: [
+          ...(guard ? [guardCompare(guard)] : []),
+          { key: k, target: 'Mod', result: 'Equal', mod_revision: expect.modRevision },
+        ],
         success: [
           // The key as it was, to find the lease it leaves.
           { request_range: { key: k } },
@@ -388,7 +419,10 @@ export class EtcdStore implements Store {
                 : { key: k, value: Buffer.from(value), lease },
           },
         ],
-        failure: [{ request_range: { key: k } }],
+        failure: [
+          { request_range: { key: k } },
+          ...(guard ? [{ request_range: { key: Buffer.from(guard.key) } }] : []),
+        ],
       });
       if (res.succeeded) {
         const previous = res.responses[0]?.response_range?.kvs[0];
@@ -396,15 +430,19 @@ export class EtcdStore implements Store {
         return { updated: true, revision: Number(res.header.revision) };
       }
       if (lease !== '0') this.#revokeLater(lease);
+      if (guard && !guardHeld(guard, res.responses[1])) throw fencedError(BACKEND, 'update', key, guard);
       const current = res.responses[0]?.response_range?.kvs[0];
       return { updated: false, current: current ? toKeyValue(current) : undefined };
     });
   }
 
-  delete(key: string, expect?: Expectation): Promise<boolean> {
+  delete(key: string, expect?: Expectation, opts: DeleteOptions = {}): Promise<boolean> {
     return this.#op('delete', async () => {
       checkKey(key);
+      const guard = opts.guard;
+      checkGuard(guard);
       const k = Buffer.from(key);
+      if (guard !== undefined) return this.#guardedDelete(key, expect, guard);
       if (expect === undefined) {
         const res = await this.#client.kv.deleteRange({ key: k, prev_kv: true });
         const prev = res.prev_kvs[0];
@@ -423,6 +461,29 @@ export class EtcdStore implements Store {
       if (prev) this.#releaseLater(prev.lease);
       return Number(del?.deleted ?? 0) > 0;
     });
+  }
+
+  async #guardedDelete(key: string, expect: Expectation | undefined, guard: WriteGuard): Promise<boolean> {
+    if (expect !== undefined) checkRevision(expect.modRevision, 'expect.modRevision');
+    const k = Buffer.from(key);
+    const res = await this.#client.kv.txn({
+      compare: [
+        guardCompare(guard),
+        ...(expect !== undefined
+          ? [{ key: k, target: 'Mod' as const, result: 'Equal' as const, mod_revision: expect.modRevision }]
+          : []),
+      ],
+      success: [{ request_delete_range: { key: k, prev_kv: true } }],
+      failure: [{ request_range: { key: Buffer.from(guard.key) } }],
+    });
+    if (!res.succeeded) {
+      if (!guardHeld(guard, res.responses[0])) throw fencedError(BACKEND, 'delete', key, guard);
+      return false;
+    }
+    const del = res.responses[0]?.response_delete_range;
+    const prev = del?.prev_kvs[0];
+    if (prev) this.#releaseLater(prev.lease);
+    return Number(del?.deleted ?? 0) > 0;
   }
 
   /**

@@ -8,6 +8,7 @@ import type { Registry } from '../metrics/index.js';
 import type {
   CreateOptions,
   CreateResult,
+  DeleteOptions,
   Expectation,
   KeepAlive,
   KeepAliveOptions,
@@ -18,16 +19,19 @@ import type {
   UpdateResult,
   WatchEvent,
   WatchOptions,
+  WriteGuard,
 } from './store.js';
 import {
   AsyncQueue,
   trackedKeepAlive,
   StoreMetrics,
+  checkGuard,
   checkKey,
   checkRevision,
   checkTtl,
   closedError,
   compareKeys,
+  fencedError,
   keepAliveInterval,
 } from './support.js';
 
@@ -135,6 +139,8 @@ export class MemoryStore implements Store {
     return this.#op('create', () => {
       checkKey(key);
       if (opts.ttlSeconds !== undefined) checkTtl(opts.ttlSeconds);
+      checkGuard(opts.guard);
+      this.#checkGuard('create', key, opts.guard);
       const current = this.#data.get(key);
       if (current) return { created: false, current: toKeyValue(key, current) };
       const revision = ++this.#revision;
@@ -158,6 +164,8 @@ export class MemoryStore implements Store {
       checkKey(key);
       checkRevision(expect?.modRevision, 'expect.modRevision');
       if (opts.ttlSeconds !== undefined && opts.ttlSeconds !== null) checkTtl(opts.ttlSeconds);
+      checkGuard(opts.guard);
+      this.#checkGuard('update', key, opts.guard);
       const entry = this.#data.get(key);
       if (!entry || entry.modRevision !== expect.modRevision) {
         return { updated: false, current: entry ? toKeyValue(key, entry) : undefined };
@@ -174,10 +182,12 @@ export class MemoryStore implements Store {
     });
   }
 
-  delete(key: string, expect?: Expectation): Promise<boolean> {
+  delete(key: string, expect?: Expectation, opts: DeleteOptions = {}): Promise<boolean> {
     return this.#op('delete', () => {
       checkKey(key);
       if (expect !== undefined) checkRevision(expect.modRevision, 'expect.modRevision');
+      checkGuard(opts.guard);
+      this.#checkGuard('delete', key, opts.guard);
       const entry = this.#data.get(key);
       if (!entry || (expect !== undefined && entry.modRevision !== expect.modRevision)) return false;
       this.#remove(key, entry);
@@ -254,6 +264,12 @@ export class MemoryStore implements Store {
       if (this.#closed) throw closedError(BACKEND);
       return fn();
     });
+  }
+
+  /** Throws FENCED unless the guard holds; in the same tick as the write, so atomic with it. */
+  #checkGuard(op: string, key: string, guard: WriteGuard | undefined): void {
+    if (guard !== undefined && this.#data.get(guard.key)?.value !== guard.value)
+      throw fencedError(BACKEND, op, key, guard);
   }
 
   #bind(key: string, entry: Entry, ttlSeconds: number | undefined): void {
@@ -335,8 +351,8 @@ class MemoryClient implements Store {
     return this.#live(() => this.#store.update(key, value, expect, opts));
   }
 
-  delete(key: string, expect?: Expectation): Promise<boolean> {
-    return this.#live(() => this.#store.delete(key, expect));
+  delete(key: string, expect?: Expectation, opts?: DeleteOptions): Promise<boolean> {
+    return this.#live(() => this.#store.delete(key, expect, opts));
   }
 
   keepAlive(key: string, opts: KeepAliveOptions): KeepAlive {

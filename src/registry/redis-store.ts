@@ -28,6 +28,7 @@ import type { Registry } from '../metrics/index.js';
 import type {
   CreateOptions,
   CreateResult,
+  DeleteOptions,
   Expectation,
   KeepAlive,
   KeepAliveOptions,
@@ -38,14 +39,17 @@ import type {
   UpdateResult,
   WatchEvent,
   WatchOptions,
+  WriteGuard,
 } from './store.js';
 import {
   trackedKeepAlive,
   StoreMetrics,
+  checkGuard,
   checkKey,
   checkRevision,
   checkTtl,
   closedError,
+  fencedError,
   keepAliveInterval,
   unavailable,
   type RenewOutcome,
@@ -110,6 +114,12 @@ local function reap(now, limit)
   end
   return #due
 end
+-- A write guard (key gk must hold value gv), checked in the script that writes; '' is no guard
+-- (registry keys start with "/"). HGET of an absent hash is false, never equal to gv.
+local function fenced(gk, gv)
+  if gk == '' then return false end
+  return redis.call('HGET', KVP .. gk, 'v') ~= gv
+end
 `;
 
 const SCRIPTS = {
@@ -135,10 +145,12 @@ for _, k in ipairs(keys) do
 end
 return out
 `,
-  // ARGV[3]: key, [4]: value, [5]: TTL in ms (0: none). Returns {1, revision} or {0, v, m, c, b}.
+  // ARGV[3]: key, [4]: value, [5]: TTL in ms (0: none), [6], [7]: guard key and value.
+  // Returns {1, revision}, {0, v, m, c, b} or {-1} (fenced).
   weftCreate: `
 local now = now_ms()
 reap(now, 64)
+if fenced(ARGV[6], ARGV[7]) then return { -1 } end
 local key = ARGV[3]
 local h = KVP .. key
 local cur = redis.call('HMGET', h, 'v', 'm', 'c', 'b')
@@ -155,11 +167,13 @@ if ttl > 0 then
 end
 return { 1, rev }
 `,
-  // ARGV[3]: key, [4]: value, [5]: expected modRevision, [6]: keep|set|unbind, [7]: TTL in ms.
-  // Returns {1, revision}, {0} (absent) or {0, v, m, c, b}. HSET keeps the hash's expiry.
+  // ARGV[3]: key, [4]: value, [5]: expected modRevision, [6]: keep|set|unbind, [7]: TTL in ms,
+  // [8], [9]: guard key and value. Returns {1, revision}, {0} (absent), {0, v, m, c, b} or {-1}
+  // (fenced). HSET keeps the hash's expiry.
   weftUpdate: `
 local now = now_ms()
 reap(now, 64)
+if fenced(ARGV[8], ARGV[9]) then return { -1 } end
 local key = ARGV[3]
 local h = KVP .. key
 local cur = redis.call('HMGET', h, 'v', 'm', 'c', 'b')
@@ -180,9 +194,11 @@ elseif mode == 'unbind' then
 end
 return { 1, rev }
 `,
-  // ARGV[3]: key, [4]: expected modRevision or ''. Returns 1 when deleted.
+  // ARGV[3]: key, [4]: expected modRevision or '', [5], [6]: guard key and value. Returns 1 when
+  // deleted, 0 when not, -1 when fenced.
   weftDelete: `
 reap(now_ms(), 64)
+if fenced(ARGV[5], ARGV[6]) then return -1 end
 local key = ARGV[3]
 local h = KVP .. key
 local m = redis.call('HGET', h, 'm')
@@ -349,7 +365,13 @@ export class RedisStore implements Store {
       checkKey(key);
       if (opts.ttlSeconds !== undefined) checkTtl(opts.ttlSeconds);
       const ttlMs = opts.ttlSeconds === undefined ? 0 : ttlToMs(opts.ttlSeconds);
-      const r = (await this.#script('weftCreate', key, value, ttlMs)) as [number, ...Fields];
+      const guard = opts.guard;
+      checkGuard(guard);
+      const r = (await this.#script('weftCreate', key, value, ttlMs, ...guardArgs(guard))) as [
+        number,
+        ...Fields,
+      ];
+      if (r[0] === -1 && guard) throw fencedError(BACKEND, 'create', key, guard);
       if (r[0] === 1) return { created: true, revision: Number(r[1]) };
       const current = toKeyValue(key, r as Fields, 1);
       if (!current)
@@ -366,20 +388,36 @@ export class RedisStore implements Store {
       if (ttl !== undefined && ttl !== null) checkTtl(ttl);
       const mode = ttl === undefined ? 'keep' : ttl === null ? 'unbind' : 'set';
       const ttlMs = typeof ttl === 'number' ? ttlToMs(ttl) : 0;
-      const r = (await this.#script('weftUpdate', key, value, String(expect.modRevision), mode, ttlMs)) as [
-        number,
-        ...Fields,
-      ];
+      const guard = opts.guard;
+      checkGuard(guard);
+      const r = (await this.#script(
+        'weftUpdate',
+        key,
+        value,
+        String(expect.modRevision),
+        mode,
+        ttlMs,
+        ...guardArgs(guard),
+      )) as [number, ...Fields];
+      if (r[0] === -1 && guard) throw fencedError(BACKEND, 'update', key, guard);
       if (r[0] === 1) return { updated: true, revision: Number(r[1]) };
       return { updated: false, current: toKeyValue(key, r as Fields, 1) };
     });
   }
 
-  delete(key: string, expect?: Expectation): Promise<boolean> {
+  delete(key: string, expect?: Expectation, opts: DeleteOptions = {}): Promise<boolean> {
     return this.#op('delete', async () => {
       checkKey(key);
       if (expect !== undefined) checkRevision(expect.modRevision, 'expect.modRevision');
-      const r = await this.#script('weftDelete', key, expect === undefined ? '' : String(expect.modRevision));
+      const guard = opts.guard;
+      checkGuard(guard);
+      const r = await this.#script(
+        'weftDelete',
+        key,
+        expect === undefined ? '' : String(expect.modRevision),
+        ...guardArgs(guard),
+      );
+      if (r === -1 && guard) throw fencedError(BACKEND, 'delete', key, guard);
       return r === 1;
     });
   }
@@ -661,6 +699,11 @@ export class RedisStore implements Store {
         if (this.#reapAgain) this.#reapSoon();
       });
   }
+}
+
+/** The guard's script arguments; two empty strings for none. */
+function guardArgs(guard: WriteGuard | undefined): [string, string] {
+  return guard ? [guard.key, guard.value] : ['', ''];
 }
 
 function ttlToMs(ttlSeconds: number): number {

@@ -33,10 +33,27 @@ export type WatchEvent =
    */
   | { type: 'resync'; revision: number; reason: string };
 
+/**
+ * A fence on a write: the write applies only while `key` holds exactly `value`, checked
+ * atomically with the write itself. A leader passes its election key and value, so a write it
+ * sends after it lost the election (a pause, a partition) cannot land.
+ */
+export interface WriteGuard {
+  /** The key that must hold {@link WriteGuard.value} (e.g. an election key). */
+  key: string;
+  /** The exact value `key` must hold. */
+  value: string;
+}
+
 /** Options for {@link Store.create}. */
 export interface CreateOptions {
   /** Bind the key to a TTL, in seconds. Without it the key lives until deleted. */
   ttlSeconds?: number;
+  /**
+   * Write only while the guard holds; otherwise throw WeftError FENCED and write nothing. A
+   * failed guard wins over an existing key: a fenced create never reports `created: false`.
+   */
+  guard?: WriteGuard;
 }
 
 /** Outcome of a create-if-absent. */
@@ -55,6 +72,17 @@ export interface UpdateOptions {
    * TTL-bound key keeps its TTL, a reservation stays unbound). `null`: unbind.
    */
   ttlSeconds?: number | null;
+  /**
+   * Write only while the guard holds; otherwise throw WeftError FENCED and write nothing. The
+   * guard is checked before the modRevision expectation.
+   */
+  guard?: WriteGuard;
+}
+
+/** Options for {@link Store.delete}. */
+export interface DeleteOptions {
+  /** Delete only while the guard holds; otherwise throw WeftError FENCED and delete nothing. */
+  guard?: WriteGuard;
 }
 
 /** Outcome of a compare-and-swap. */
@@ -116,7 +144,7 @@ export interface Store {
   /** Compare-and-swap: writes only when the key's modRevision matches. */
   update(key: string, value: string, expect: Expectation, opts?: UpdateOptions): Promise<UpdateResult>;
   /** Delete, optionally only at a given modRevision. Resolves true when a key was deleted. */
-  delete(key: string, expect?: Expectation): Promise<boolean>;
+  delete(key: string, expect?: Expectation, opts?: DeleteOptions): Promise<boolean>;
   /** Keep a TTL-bound key alive. */
   keepAlive(key: string, opts: KeepAliveOptions): KeepAlive;
   /**

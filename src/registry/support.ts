@@ -7,7 +7,7 @@ import { monotonicMs } from '../clock/index.js';
 import { ErrorCodes, WeftError, invalid, isWeftError, messageOf } from '../errors/index.js';
 import type { Logger } from '../log/index.js';
 import { Counter, metricName, type Registry } from '../metrics/index.js';
-import type { KeepAlive, KeepAliveEvent, KeepAliveOptions } from './store.js';
+import type { KeepAlive, KeepAliveEvent, KeepAliveOptions, WriteGuard } from './store.js';
 
 /** Registry keys and prefixes start with `/`, which keeps them apart from backend-internal keys. */
 export function checkKey(key: string, field = 'key'): void {
@@ -33,6 +33,22 @@ export function checkRevision(revision: number, field: string): void {
   if (!Number.isSafeInteger(revision) || revision <= 0) {
     throw invalid('registry', field, `must be a positive integer, got ${String(revision)}`);
   }
+}
+
+/** A write guard, when given: a valid key and a string value. */
+export function checkGuard(guard: WriteGuard | undefined): void {
+  if (guard === undefined) return;
+  checkKey(guard.key, 'guard.key');
+  if (typeof guard.value !== 'string') throw invalid('registry', 'guard.value', 'must be a string');
+}
+
+/** The error of a write whose guard did not hold. */
+export function fencedError(backend: string, op: string, key: string, guard: WriteGuard): WeftError {
+  return new WeftError(
+    ErrorCodes.FENCED,
+    `${backend} registry: ${op} ${key} fenced: ${guard.key} no longer holds the writer's value`,
+    { backend, op, key, guardKey: guard.key },
+  );
 }
 
 /** The keep-alive interval: the caller's, or a third of the TTL so two renewals can fail in a row. */

@@ -306,6 +306,163 @@ export function runStoreCompliance(tap: Test, h: StoreHarness): void {
   });
 
   tap.test(
+    'guarded writes apply only while the guard key holds the value, and a fenced one writes nothing',
+    { timeout: 15_000 },
+    async (t) => {
+      const s = await open(t);
+      const other = await open(t);
+      const p = prefixFor('guard');
+      const g = `${p}leader`;
+      const gc = await s.create(g, 'token-1', { ttlSeconds: 60 });
+      if (!gc.created) throw new Error('create of the guard key failed');
+      const held = { key: g, value: 'token-1' };
+      const stale = { key: g, value: 'token-0' };
+      const absent = { key: `${p}no-such-leader`, value: 'token-1' };
+      const fenced = { code: ErrorCodes.FENCED };
+      const watchFrom = gc.revision + 1;
+      const rec = new Recorder(other, p, watchFrom);
+      t.teardown(() => rec.stop());
+
+      // Held: create, update and delete apply as without a guard.
+      const c = await s.create(`${p}a`, 'v1', { guard: held });
+      if (!c.created) throw new Error(`guarded create must win: ${JSON.stringify(c)}`);
+      const u = await s.update(`${p}a`, 'v2', { modRevision: c.revision }, { guard: held });
+      if (!u.updated) throw new Error(`guarded CAS must win: ${JSON.stringify(u)}`);
+      t.equal((await other.get(`${p}a`))?.value, 'v2', 'guarded create and update applied');
+
+      // Held, combined with the key's own expectations: those still decide.
+      const dup = await s.create(`${p}a`, 'again', { guard: held });
+      t.same(
+        [dup.created, dup.created ? undefined : dup.current.value],
+        [false, 'v2'],
+        'guarded create of an existing key: created false',
+      );
+      const lose = await s.update(`${p}a`, 'v3', { modRevision: c.revision }, { guard: held });
+      t.same(
+        [lose.updated, lose.updated ? undefined : lose.current?.modRevision],
+        [false, u.revision],
+        'guarded CAS with a stale modRevision loses and reports the key',
+      );
+      t.equal(
+        await s.delete(`${p}a`, { modRevision: c.revision }, { guard: held }),
+        false,
+        'guarded delete with a stale modRevision: not deleted',
+      );
+      t.equal((await other.get(`${p}a`))?.value, 'v2', 'nothing written by the losing writes');
+
+      // Another value, or no guard key at all: FENCED, even where the write would otherwise win.
+      for (const [what, guard] of [
+        ['another value', stale],
+        ['an absent guard key', absent],
+      ] as const) {
+        await t.rejects(s.create(`${p}b`, 'x', { guard }), fenced, `create fenced by ${what}`);
+        await t.rejects(
+          s.create(`${p}b`, 'x', { guard, ttlSeconds: 60 }),
+          fenced,
+          `TTL-bound create fenced by ${what}`,
+        );
+        await t.rejects(
+          s.update(`${p}a`, 'x', { modRevision: u.revision }, { guard }),
+          fenced,
+          `update with the right modRevision fenced by ${what}`,
+        );
+        await t.rejects(
+          s.update(`${p}a`, 'x', { modRevision: c.revision }, { guard }),
+          fenced,
+          `update with a stale modRevision fenced by ${what} (the guard is checked first)`,
+        );
+        await t.rejects(s.delete(`${p}a`, undefined, { guard }), fenced, `delete fenced by ${what}`);
+        await t.rejects(
+          s.delete(`${p}a`, { modRevision: u.revision }, { guard }),
+          fenced,
+          `delete at the right modRevision fenced by ${what}`,
+        );
+        await t.rejects(
+          s.create(`${p}a`, 'x', { guard }),
+          fenced,
+          `create of an existing key fenced by ${what}`,
+        );
+      }
+      t.equal(await other.get(`${p}b`), undefined, 'a fenced create wrote nothing');
+      t.same(
+        await other.get(`${p}a`),
+        { key: `${p}a`, value: 'v2', modRevision: u.revision, createRevision: c.revision, ttlBound: false },
+        'fenced updates and deletes wrote nothing',
+      );
+
+      // The guard key changes hands: the old holder's writes are fenced from then on.
+      const handover = await other.update(g, 'token-2', { modRevision: gc.revision });
+      if (!handover.updated) throw new Error('handover failed');
+      await t.rejects(
+        s.update(`${p}a`, 'v3', { modRevision: u.revision }, { guard: held }),
+        fenced,
+        'the old holder is fenced',
+      );
+      const next = { key: g, value: 'token-2' };
+      t.equal(
+        await s.delete(`${p}a`, { modRevision: u.revision }, { guard: next }),
+        true,
+        'the new holder deletes at the right modRevision',
+      );
+      t.equal(
+        await s.delete(`${p}a`, undefined, { guard: next }),
+        false,
+        'a guarded delete of no key: false',
+      );
+      // A key may guard its own deletion (a leader resigning).
+      t.equal(await s.delete(g, undefined, { guard: next }), true, 'the guard key deleted under itself');
+      await t.rejects(
+        s.create(`${p}c`, 'x', { guard: next }),
+        fenced,
+        'once the guard key is gone, its holder is fenced',
+      );
+
+      // The watch saw exactly the applied writes.
+      const last = await s.create(`${p}end`, 'x');
+      if (!last.created) throw new Error('create failed');
+      await rec.until(hasPut(`${p}end`), 5_000, 'the last put');
+      t.same(
+        strip(rec.events),
+        [
+          `put:${p}a@${c.revision}`,
+          `put:${p}a@${u.revision}`,
+          `put:${g}@${handover.revision}`,
+          `delete:${p}a@${(rec.events[3] as { revision: number } | undefined)?.revision ?? -1}`,
+          `delete:${g}@${(rec.events[4] as { revision: number } | undefined)?.revision ?? -1}`,
+          `put:${p}end@${last.revision}`,
+        ],
+        'only the writes that applied are in the change feed',
+      );
+
+      await t.rejects(
+        s.create(`${p}d`, 'x', { guard: { key: 'no-slash', value: 'x' } }),
+        { code: ErrorCodes.INVALID_KEY },
+        'a guard key is a registry key',
+      );
+    },
+  );
+
+  tap.test('a TTL-bound guard key that expires fences its holder', { timeout: 20_000 }, async (t) => {
+    const s = await open(t);
+    const p = prefixFor('guard-ttl');
+    const g = `${p}leader`;
+    const gc = await s.create(g, 'me', { ttlSeconds: ttl });
+    if (!gc.created) throw new Error('create of the guard key failed');
+    const guard = { key: g, value: 'me' };
+    const c = await s.create(`${p}a`, 'v1', { guard });
+    t.ok(c.created, 'writes while the guard key lives');
+    const deadline = Date.now() + ttlMs + 5_000;
+    while ((await s.get(g)) !== undefined && Date.now() < deadline) await sleep(100);
+    t.equal(await s.get(g), undefined, 'the guard key expired');
+    await t.rejects(
+      s.update(`${p}a`, 'v2', { modRevision: c.created ? c.revision : 1 }, { guard }),
+      { code: ErrorCodes.FENCED },
+      'fenced once it has expired',
+    );
+    t.equal((await s.get(`${p}a`))?.value, 'v1');
+  });
+
+  tap.test(
     'watch: puts, updates and deletes in revision order, from any revision',
     { timeout: 15_000 },
     async (t) => {
