@@ -266,9 +266,11 @@ export class ObjectTracker {
     const log = this.#o.log;
     let fromRevision: number | undefined;
     let failures = 0;
+    // The loop's signal is its wake controller's, aborted by stop() too (whichever is current).
+    stopped.addEventListener('abort', () => loop.wake.abort(), { once: true });
     while (!stopped.aborted) {
       if (loop.wake.signal.aborted) loop.wake = new AbortController();
-      const signal = AbortSignal.any([stopped, loop.wake.signal]);
+      const signal = loop.wake.signal;
       if (loop.relistRequested) fromRevision = undefined;
       try {
         if (fromRevision === undefined) {
