@@ -45,3 +45,21 @@ export function utf8SizeWithin(text: string, max: number): number | undefined {
   const n = Buffer.byteLength(text, 'utf8');
   return n > max ? undefined : n;
 }
+
+/**
+ * Most labels of one object (weft's cap; the API server bounds them only by the object's size):
+ * every label is held against every selector and a pod's labels are read by every controller.
+ */
+export const MAX_LABELS = 1000;
+
+/** Total size of an object's label keys and values, in bytes (weft's cap, like {@link MAX_LABELS}). */
+export const MAX_LABELS_BYTES = 64 * 1024;
+
+/** Most containers (and, apart, init containers) of one Pod (weft's cap). */
+export const MAX_POD_CONTAINERS = 100;
+
+/** Most container ports of one Pod, all containers together (weft's cap). */
+export const MAX_POD_PORTS = 1000;
+
+/** Most status conditions of one Pod (weft's cap). */
+export const MAX_POD_CONDITIONS = 100;

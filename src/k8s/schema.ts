@@ -12,19 +12,15 @@
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { ErrorCodes, WeftError } from '../errors/index.js';
 import { Cidr, canonicalIp, ipFamily } from '../ipam/index.js';
 import { specialAddressProblem } from './addresses.js';
 import {
-  MAX_ANNOTATIONS_BYTES,
   MAX_ENDPOINT_ADDRESSES,
-  MAX_OBJECT_BYTES,
   MAX_SERVICE_ADDRESSES,
   MAX_SERVICE_PORTS,
   MAX_SLICE_ENDPOINTS,
   MAX_SLICE_PORTS,
   MAX_SOURCE_RANGES,
-  utf8SizeWithin,
 } from './limits.js';
 import {
   DNS_SUBDOMAIN_MAX,
@@ -33,12 +29,28 @@ import {
   dns1123SubdomainProblem,
   ianaSvcNameProblem,
   labelValueProblem,
-  qualifiedNameProblem,
 } from './names.js';
+import {
+  checkKeyNames,
+  checkLabels,
+  checkLabelsAndAnnotations,
+  checkName,
+  failure,
+  firstIssue,
+  ip,
+  metadata,
+  named,
+  nullableList,
+  optPort,
+  parseJson,
+  port,
+  protocol,
+  quote,
+  stringMap,
+  type Protocol,
+} from './object-validation.js';
 
-/** The L4 protocols a service port may use. */
-export const PROTOCOLS = ['TCP', 'UDP', 'SCTP'] as const;
-export type Protocol = (typeof PROTOCOLS)[number];
+export { PROTOCOLS, displayName, quote, type Protocol } from './object-validation.js';
 
 /** An IP family: 4 or 6. */
 export type Family = 4 | 6;
@@ -114,46 +126,17 @@ export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 /** The label that names a slice's writer. */
 export const MANAGED_BY_LABEL = 'endpointslice.kubernetes.io/managed-by';
 
-const port = z.number().int().min(1).max(65_535);
-const optPort = z.number().int().min(0).max(65_535);
-const protocol = z.enum(PROTOCOLS, { error: () => `must be one of ${PROTOCOLS.join(', ')}` }).default('TCP');
-// ip-address and node agree on what an address is only together: node accepts an IPv6 zone
-// (`fe80::1%eth0`), ip-address a few forms node refuses.
-const ip = z
-  .string()
-  .refine((v) => isIP(v) !== 0 && ipFamily(v) !== undefined, { error: 'is not an IP address' });
 /** An address a Service may claim: not loopback, link-local, multicast or unspecified. */
 const serviceIp = ip.superRefine((v, ctx) => {
   const why = ipFamily(v) === undefined ? undefined : specialAddressProblem(v);
   if (why) ctx.addIssue({ code: 'custom', message: `${quote(v)} ${why}` });
 });
-/** A string held to one of the name rules of ./names.ts. */
-const named = (problem: (v: string) => string | undefined) =>
-  z.string().superRefine((v, ctx) => {
-    const why = problem(v);
-    if (why) ctx.addIssue({ code: 'custom', message: `${quote(v)} ${why}` });
-  });
 const cidr = z.string().superRefine((v, ctx) => {
   try {
     Cidr.parseLenient(v);
   } catch {
     ctx.addIssue({ code: 'custom', message: `${quote(v)} is not a CIDR` });
   }
-});
-const nullableList = <T extends z.ZodType>(item: T, max: number) =>
-  z
-    .array(item)
-    .max(max, { error: `must have at most ${max} items` })
-    .nullish()
-    .transform((v) => v ?? []);
-const stringMap = z.record(z.string(), z.string()).nullish();
-
-const metadata = z.looseObject({
-  // Checked against the key, whose parts are held to the name rules (see checkKeyNames).
-  name: z.string().max(DNS_SUBDOMAIN_MAX).optional(),
-  namespace: z.string().max(DNS_SUBDOMAIN_MAX).optional(),
-  labels: stringMap,
-  annotations: stringMap,
 });
 
 const serviceSchema = z.looseObject({
@@ -260,59 +243,6 @@ const sliceSchema = z.looseObject({
     .max(MAX_SLICE_PORTS, { error: `must have at most ${MAX_SLICE_PORTS} items` })
     .nullish(),
 });
-
-/**
- * A value for an error message: JSON-quoted (so control characters show as escapes), cut to a
- * readable length, and with the characters that reorder a terminal line escaped too.
- */
-export function quote(value: string): string {
-  const cut = value.length > 80 ? `${value.slice(0, 80)}…` : value;
-  return JSON.stringify(cut).replace(
-    /[\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
-    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
-  );
-}
-
-/**
- * A registry key or name for a message: as it is when it is plain printable ASCII, else quoted
- * by {@link quote}, so that a hostile key cannot forge a line of a log or a terminal.
- */
-export function displayName(value: string): string {
-  return /^[\x21-\x7e]{1,300}$/.test(value) ? value : quote(value);
-}
-
-/** Which object an error is about: its kind and registry key. */
-function failure(kind: string, key: string, path: readonly PropertyKey[], message: string): WeftError {
-  const field = path
-    .map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`))
-    .join('')
-    .replace(/^\./, '');
-  const where = field ? `${kind} ${displayName(key)}: field ${field}` : `${kind} ${displayName(key)}`;
-  return new WeftError(ErrorCodes.INVALID_VALUE, `${where}: ${message}`, { object: key, kind, field });
-}
-
-function firstIssue(kind: string, key: string, err: z.ZodError): WeftError {
-  const issue = err.issues[0];
-  if (!issue) return failure(kind, key, [], 'invalid');
-  return failure(kind, key, issue.path, issue.message);
-}
-
-function parseJson(kind: string, key: string, text: string): unknown {
-  // Before parsing: the parse itself is the cost an oversized object would impose.
-  if (utf8SizeWithin(text, MAX_OBJECT_BYTES) === undefined) {
-    throw failure(
-      kind,
-      key,
-      [],
-      `is larger than ${MAX_OBJECT_BYTES} bytes (${text.length} characters), the most etcd stores by default`,
-    );
-  }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw failure(kind, key, [], `not JSON: ${(err as Error).message}`);
-  }
-}
 
 function canonical(addr: string): string {
   return canonicalIp(addr);
@@ -483,65 +413,4 @@ export function parseEndpointSlice(
   }
   const managedBy = v.metadata.labels?.[MANAGED_BY_LABEL];
   return { namespace, name, serviceName, managedBy, addressType: v.addressType, endpoints, ports };
-}
-
-function checkName(kind: string, key: string, got: string | undefined, want: string, field: string): void {
-  if (got !== undefined && got !== want) {
-    throw failure(kind, key, field.split('.'), `${quote(got)} does not match the key (${quote(want)})`);
-  }
-}
-
-/**
- * The namespace and name a key gives, held to the API server's rules whether or not the object
- * repeats them in its metadata: they are what the proxy renders.
- */
-function checkKeyNames(
-  kind: string,
-  key: string,
-  namespace: string,
-  name: string,
-  nameProblem: (v: string) => string | undefined,
-): void {
-  const ns = dns1123LabelProblem(namespace);
-  if (ns) throw failure(kind, key, ['metadata', 'namespace'], `${quote(namespace)} (from the key) ${ns}`);
-  const n = nameProblem(name);
-  if (n) throw failure(kind, key, ['metadata', 'name'], `${quote(name)} (from the key) ${n}`);
-}
-
-/** Label keys and values, as the API server checks labels and selectors. */
-function checkLabels(
-  kind: string,
-  key: string,
-  labels: Record<string, string> | null | undefined,
-  path: readonly PropertyKey[],
-): void {
-  for (const [k, val] of Object.entries(labels ?? {})) {
-    const kp = qualifiedNameProblem(k);
-    if (kp) throw failure(kind, key, [...path], `key ${quote(k)} ${kp}`);
-    const vp = labelValueProblem(val);
-    if (vp) throw failure(kind, key, [...path, k], `${quote(val)} ${vp}`);
-  }
-}
-
-/** Labels, and annotations (qualified keys, lowercased as the API server does, within the total size). */
-function checkLabelsAndAnnotations(
-  kind: string,
-  key: string,
-  meta: { labels?: Record<string, string> | null; annotations?: Record<string, string> | null } | undefined,
-): void {
-  checkLabels(kind, key, meta?.labels, ['metadata', 'labels']);
-  let total = 0;
-  for (const [k, val] of Object.entries(meta?.annotations ?? {})) {
-    const kp = qualifiedNameProblem(k.toLowerCase());
-    if (kp) throw failure(kind, key, ['metadata', 'annotations'], `key ${quote(k)} ${kp}`);
-    total += Buffer.byteLength(k) + Buffer.byteLength(val);
-  }
-  if (total > MAX_ANNOTATIONS_BYTES) {
-    throw failure(
-      kind,
-      key,
-      ['metadata', 'annotations'],
-      `total size ${total} bytes is more than the API's limit of ${MAX_ANNOTATIONS_BYTES}`,
-    );
-  }
 }

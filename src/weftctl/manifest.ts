@@ -1,7 +1,8 @@
 /**
  * Manifests for `weftctl apply` and `delete -f`: JSON or YAML, several documents separated by
  * `---`, and `kind: List` (or `ServiceList`, …) documents whose `items` are objects. Only the
- * kinds weft-proxy serves are accepted: v1 Service and discovery.k8s.io/v1 EndpointSlice. Each
+ * kinds weft keeps are accepted: v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Pod and v1
+ * Node (cluster-scoped: its namespace is '' whatever `-n` says, as kubectl ignores it). Each
  * bad document becomes an error naming it (`document 2`, `document 1 item 3`) and the field, so
  * the caller can skip it and carry on with the rest, as kubectl does.
  */
@@ -10,7 +11,12 @@ import { ErrorCodes, WeftError, messageOf } from '../errors/index.js';
 import { displayName, quote } from '../k8s/index.js';
 
 /** The kinds weftctl manages, with the apiVersion each must have. */
-export const OBJECT_KINDS = { Service: 'v1', EndpointSlice: 'discovery.k8s.io/v1' } as const;
+export const OBJECT_KINDS = {
+  Service: 'v1',
+  EndpointSlice: 'discovery.k8s.io/v1',
+  Pod: 'v1',
+  Node: 'v1',
+} as const;
 export type ObjectKind = keyof typeof OBJECT_KINDS;
 
 /** An object read from a manifest. */
@@ -18,9 +24,10 @@ export interface ManifestObject {
   /** Where it was in the input, for messages: `document 2`, `document 1 item 0`. */
   source: string;
   kind: ObjectKind;
+  /** '' for a Node. */
   namespace: string;
   name: string;
-  /** The object as written, with `metadata.namespace` filled in. */
+  /** The object as written, with `metadata.namespace` filled in (removed for a Node). */
   object: Record<string, unknown>;
 }
 
@@ -107,7 +114,7 @@ export function parseManifests(
       fail(
         source,
         'kind',
-        `${JSON.stringify(kind ?? null)} is not supported (weftctl manages Service v1 and EndpointSlice discovery.k8s.io/v1)`,
+        `${JSON.stringify(kind ?? null)} is not supported (weftctl manages Service v1, EndpointSlice discovery.k8s.io/v1, Pod v1 and Node v1)`,
       );
       return;
     }
@@ -129,6 +136,17 @@ export function parseManifests(
     if (typeof name !== 'string' || name === '') {
       const hint = metadata.generateName !== undefined ? ' (generateName is not supported)' : '';
       fail(source, 'metadata.name', `is required${hint}`);
+      return;
+    }
+    if (k === 'Node') {
+      const { namespace: _ignored, ...rest } = metadata;
+      objects.push({
+        source: `${source} (${k} ${displayName(name)})`,
+        kind: k,
+        namespace: '',
+        name,
+        object: { ...value, metadata: rest },
+      });
       return;
     }
     const what = `${source} (${k} ${displayName(name)})`;

@@ -17,7 +17,14 @@ import {
   type AllocationKind,
   type OwnerHolds,
 } from '../ipam/index.js';
-import { parseEndpointSlice, parseService, serviceKey, sliceKey } from '../k8s/index.js';
+import {
+  objectKey as registryKey,
+  parseEndpointSlice,
+  parseNode,
+  parsePod,
+  parseService,
+  serviceKey,
+} from '../k8s/index.js';
 import type { Store } from '../registry/index.js';
 import { canonicalJson, isRecord, type ManifestObject, type ObjectKind } from './manifest.js';
 
@@ -36,11 +43,29 @@ export interface ApplyResult {
 export const KIND_RESOURCE: Record<ObjectKind, string> = {
   Service: 'service',
   EndpointSlice: 'endpointslice.discovery.k8s.io',
+  Pod: 'pod',
+  Node: 'node',
 };
 
-/** The registry key of an object. */
+/** How kubectl names a kind's resource in `pods "web" not found`. */
+export const KIND_PLURAL: Record<ObjectKind, string> = {
+  Service: 'services',
+  EndpointSlice: 'endpointslices.discovery.k8s.io',
+  Pod: 'pods',
+  Node: 'nodes',
+};
+
+/** The registry key of an object (`namespace` is ignored for a Node). */
 export function objectKey(prefix: string, kind: ObjectKind, namespace: string, name: string): string {
-  return kind === 'Service' ? serviceKey(prefix, namespace, name) : sliceKey(prefix, namespace, name);
+  return registryKey(prefix, kind, namespace, name);
+}
+
+/** `pods "web" not found in namespace default`, as kubectl says it. */
+export function notFound(kind: ObjectKind, namespace: string, name: string, key: string): WeftError {
+  const where = kind === 'Node' ? '' : ` in namespace ${namespace}`;
+  return new WeftError(ErrorCodes.NOT_FOUND, `${KIND_PLURAL[kind]} "${name}" not found${where}`, {
+    object: key,
+  });
 }
 
 /** `<namespace>/<name>`: how allocations name their owner. */
@@ -129,8 +154,13 @@ export async function applyObject(
       parseService(key, m.namespace, m.name, JSON.stringify(m.object));
       await fillService(allocator, owner, key, obj, existing, allocations);
       parseService(key, m.namespace, m.name, JSON.stringify(obj));
-    } else {
+    } else if (m.kind === 'EndpointSlice') {
       parseEndpointSlice(key, m.namespace, m.name, JSON.stringify(obj));
+    } else if (m.kind === 'Pod') {
+      keepServerFields(obj, existing);
+      parsePod(key, m.namespace, m.name, JSON.stringify(obj));
+    } else {
+      parseNode(key, m.name, JSON.stringify(obj));
     }
     if (existing && canonicalJson(existing) === canonicalJson(obj)) {
       return { outcome: 'unchanged', key, object: existing };
@@ -159,6 +189,25 @@ export async function applyObject(
     }
   }
   return { outcome: current ? 'configured' : 'created', key, object: obj };
+}
+
+/**
+ * What the server owns in a stored Pod survives a re-apply, as with kube-apiserver: a pending
+ * deletion (deletionTimestamp, deletionGracePeriodSeconds) and the status when the manifest gives
+ * none (kubectl prints `status: {}`). A manifest with a status sets it: weft has no kubelet, and
+ * a pod may be declared with its address.
+ */
+function keepServerFields(obj: Record<string, unknown>, existing: Record<string, unknown> | undefined): void {
+  const metadata = record(obj.metadata);
+  delete metadata.deletionTimestamp;
+  delete metadata.deletionGracePeriodSeconds;
+  const old = record(existing?.metadata);
+  if (old.deletionTimestamp !== undefined) metadata.deletionTimestamp = old.deletionTimestamp;
+  if (old.deletionGracePeriodSeconds !== undefined)
+    metadata.deletionGracePeriodSeconds = old.deletionGracePeriodSeconds;
+  const given = isRecord(obj.status) && Object.keys(obj.status).length > 0;
+  if (!given && existing && isRecord(existing.status)) obj.status = existing.status;
+  else if (!given) delete obj.status;
 }
 
 /**
@@ -359,13 +408,7 @@ export async function deleteObject(
 ): Promise<DeleteResult> {
   const key = objectKey(prefix, kind, namespace, name);
   const kv = await store.get(key);
-  if (!kv) {
-    throw new WeftError(
-      ErrorCodes.NOT_FOUND,
-      `${kind === 'Service' ? 'services' : 'endpointslices.discovery.k8s.io'} "${name}" not found in namespace ${namespace}`,
-      { object: key },
-    );
-  }
+  if (!kv) throw notFound(kind, namespace, name, key);
   if (!(await store.delete(key, { modRevision: kv.modRevision }))) {
     throw new WeftError(ErrorCodes.CONFLICT, `${kind} ${key} changed while being deleted; delete again`, {
       object: key,
