@@ -240,3 +240,28 @@ t.test('relist() on a live watch re-lists and the watch carries on', async (t) =
   await until(() => [...s.tracker.pods()].length === 1, 'watched after the re-list');
   t.same(s.events.length, 1, 'the re-list of an unchanged registry told nothing');
 });
+
+t.test('a throwing onObject is logged; the object is still served and the watch goes on', async (t) => {
+  const mem = new MemoryStore();
+  const { log, records } = recordingLogger('info');
+  const tracker = new ObjectTracker({
+    store: mem,
+    prefix: '/weft',
+    log,
+    kinds: ['Pod'],
+    onObject: () => {
+      throw new Error('consumer bug');
+    },
+    onChange: () => undefined,
+    backoff: () => new Backoff({ initialMs: 5, maxMs: 20 }),
+  });
+  t.teardown(() => tracker.stop());
+  tracker.start();
+  await tracker.synced;
+  await put(mem, podKey('/weft', 'default', 'a'), pod('a', { app: 'web' }));
+  await put(mem, podKey('/weft', 'default', 'b'), pod('b', { app: 'web' }));
+  await until(() => [...tracker.pods()].length === 2, 'both served');
+  t.same(tracker.invalidObjects(), []);
+  t.equal(records.filter((r) => r.msg === 'onObject failed; the tracker carries on').length, 2);
+  t.notOk(records.some((r) => r.msg === 'registry unavailable; retrying'));
+});
