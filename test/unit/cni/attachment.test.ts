@@ -293,3 +293,17 @@ t.test('the record goes under the configured prefix', async (t) => {
   t.equal(await stored(f.store, podAttachmentKey('/cluster', 'shop', 'web-0')), RECORD());
   t.equal(await stored(f.store), undefined);
 });
+
+t.test('CHECK verifies the record is this container’s', async (t) => {
+  const f = fixture(t);
+  t.equal((await f.call('ADD', { args: ARGS })).exitCode, 0);
+  const checkConf = { ...f.conf(), prevResult: RESULT };
+  const ok = await f.call('CHECK', { args: ARGS, conf: checkConf });
+  t.equal(ok.exitCode, 0, ok.stdout);
+  const other = await f.call('CHECK', { args: ARGS, conf: checkConf, id: 'ctr9' });
+  t.equal(errorOf(other).code, CniErrorCodes.REGISTRY_FAILED);
+  t.match(errorOf(other).msg, `${KEY} belongs to container "ctr1", not to ctr9`);
+  await f.store.delete(KEY);
+  const missing = await f.call('CHECK', { args: ARGS, conf: checkConf });
+  t.match(errorOf(missing).msg, `${KEY} is missing (container ctr1)`);
+});
