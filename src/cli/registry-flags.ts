@@ -7,7 +7,7 @@
 import type { Registry } from 'prom-client';
 import { ErrorCodes, WeftError } from '../errors/index.js';
 import type { Logger } from '../log/index.js';
-import { openStore, type Store } from '../registry/index.js';
+import type { OpenStoreOptions, Store } from '../registry/index.js';
 import { listFlag, stringFlag } from './flag-parser.js';
 
 /** The etcd connection flags, in help order. */
@@ -156,24 +156,22 @@ export function registryPrefixProblem(v: string): string | undefined {
 }
 
 /**
- * The store the flags name: etcd (default) or a `redis://` URL. Warns once about a cleartext
- * password. `timeouts` shortens the backend's deadlines (a CNI call cannot wait long).
+ * The options of `openStore` the flags name: etcd (default) or a `redis://` URL. Pure; `timeouts`
+ * shortens the backend's deadlines (a CNI call cannot wait long).
  */
-export function openStoreFromFlags(
+export function storeOptionsFromFlags(
   flags: RegistryFlags,
   logger: Logger,
   metrics?: Registry,
   timeouts: StoreTimeouts = {},
-): Promise<Store> {
-  const cleartext = cleartextPasswordWarning(flags);
-  if (cleartext) logger.warn({ field: flags.etcdPassword ? '--etcd-password' : '--registry' }, cleartext);
+): OpenStoreOptions {
   if (flags.registry.startsWith('redis://') || flags.registry.startsWith('rediss://')) {
-    return openStore({
+    return {
       registry: 'redis',
       redis: { url: flags.registry, ...timeouts },
       logger,
       ...(metrics && { metrics }),
-    });
+    };
   }
   const tls =
     flags.etcdCafile || flags.etcdCertfile || flags.etcdKeyfile
@@ -183,7 +181,7 @@ export function openStoreFromFlags(
           ...(flags.etcdKeyfile && { keyFile: flags.etcdKeyfile }),
         }
       : undefined;
-  return openStore({
+  return {
     registry: flags.registry,
     etcd: {
       endpoints: flags.etcdEndpoints,
@@ -194,7 +192,24 @@ export function openStoreFromFlags(
     },
     logger,
     ...(metrics && { metrics }),
-  });
+  };
+}
+
+/**
+ * The store the flags name: etcd (default) or a `redis://` URL. Warns once about a cleartext
+ * password. The registry's code is loaded on the first call, so a program that only validates
+ * the flags (weft-cni's config check) does not load the etcd and Redis clients.
+ */
+export async function openStoreFromFlags(
+  flags: RegistryFlags,
+  logger: Logger,
+  metrics?: Registry,
+  timeouts: StoreTimeouts = {},
+): Promise<Store> {
+  const cleartext = cleartextPasswordWarning(flags);
+  if (cleartext) logger.warn({ field: flags.etcdPassword ? '--etcd-password' : '--registry' }, cleartext);
+  const { openStore } = await import('../registry/index.js');
+  return openStore(storeOptionsFromFlags(flags, logger, metrics, timeouts));
 }
 
 /** A validator for flags that must not be blank. */

@@ -9,16 +9,20 @@
 import { hostname } from 'node:os';
 import {
   checkRegistryFlags,
+  cleartextPasswordWarning,
   ETCD_AUTH_FLAGS,
   ETCD_CONNECTION_FLAGS,
-  openStoreFromFlags,
   registryFlag,
   registryPrefixProblem,
+  storeOptionsFromFlags,
   type RegistryFlags,
 } from '../cli/registry-flags.js';
 import { ErrorCodes, isWeftError, messageOf } from '../errors/index.js';
 import { canonicalIp, ipFamily } from '../ipam/index.js';
-import { DEFAULT_PROXY_PREFIX, dns1123SubdomainProblem, podAttachmentKey } from '../k8s/index.js';
+// The two leaf modules, not k8s/index.js: a CNI call starts a process per pod operation, and the
+// index loads every schema and the object tracker, which weft-cni never uses.
+import { DEFAULT_PROXY_PREFIX, podAttachmentKey } from '../k8s/keys.js';
+import { dns1123SubdomainProblem } from '../k8s/names.js';
 import type { Logger } from '../log/index.js';
 import type { Store } from '../registry/index.js';
 import type { PodIdentity } from './cni-args.js';
@@ -48,12 +52,25 @@ export const REGISTRY_REQUEST_TIMEOUT_MS = 5_000;
 /** Attempts of a compare-and-swap before giving up (another writer keeps winning). */
 const CAS_ATTEMPTS = 5;
 
-/** The real opener: the daemons' own, with deadlines fit for a CNI call. */
-export const openRegistry: RegistryOpener = (flags, log) =>
-  openStoreFromFlags(flags, log, undefined, {
+/**
+ * The real opener: the daemons' store options, with deadlines fit for a CNI call. Only the one
+ * backend the section names is loaded (registry/index.js would load the etcd and the Redis
+ * client, over a second of a pod's start on a busy node).
+ */
+export const openRegistry: RegistryOpener = async (flags, log) => {
+  const cleartext = cleartextPasswordWarning(flags);
+  if (cleartext) log.warn({ field: flags.etcdPassword ? 'etcdPassword' : 'registry' }, cleartext);
+  const o = storeOptionsFromFlags(flags, log, undefined, {
     dialTimeoutMs: REGISTRY_DIAL_TIMEOUT_MS,
     requestTimeoutMs: REGISTRY_REQUEST_TIMEOUT_MS,
   });
+  if (o.registry === 'redis') {
+    const { RedisStore } = await import('../registry/redis-store.js');
+    return RedisStore.open({ logger: log, ...o.redis });
+  }
+  const { EtcdStore } = await import('../registry/etcd-store.js');
+  return EtcdStore.open({ logger: log, ...o.etcd });
+};
 
 const field = (name: string): string => `weftRegistry.${name}`;
 

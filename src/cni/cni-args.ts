@@ -5,7 +5,8 @@
  * `IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=name;K8S_POD_INFRA_CONTAINER_ID=id;K8S_POD_UID=uid`.
  * Pure: no I/O.
  */
-import { dns1123LabelProblem, dns1123SubdomainProblem } from '../k8s/index.js';
+// The leaf module, not k8s/index.js, which loads every schema (see attachment.ts).
+import { dns1123LabelProblem, dns1123SubdomainProblem } from '../k8s/names.js';
 import { CniError, CniErrorCodes } from './cni-error.js';
 
 /** The keys weft-cni knows; others need `IgnoreUnknown`. */

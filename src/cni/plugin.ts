@@ -345,6 +345,19 @@ async function cmdCheck(ctx: CallContext): Promise<void> {
     );
   }
   if (!conf.prevResult) throw configFieldError('prevResult', 'is required for CHECK');
+  const att = await attachmentCall(ctx);
+  if (att) {
+    const current = await withRegistry(ctx, att, 'checking', (store) => store.get(att.key));
+    const owner = current && att.mod.storedContainerId(current.value);
+    if (owner !== call.containerId) {
+      throw new CniError(
+        CniErrorCodes.REGISTRY_FAILED,
+        current
+          ? `weftRegistry: ${att.key} belongs to container ${JSON.stringify(owner ?? '?')}, not to ${call.containerId}`
+          : `weftRegistry: ${att.key} is missing (container ${call.containerId})`,
+      );
+    }
+  }
   const config = (await followUpConfig(ctx)) ?? buildDelegateConfig(conf, await requireSubnetEnv(conf));
   const out = await ctx.run({
     command: 'CHECK',

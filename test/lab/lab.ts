@@ -854,8 +854,9 @@ export class Lab {
 
   /**
    * Remove a pod as a runtime would: stop the lab's processes in it, weft-cni DEL (with its ADD
-   * result as prevResult), then delete its namespace. When DEL fails the promise rejects
-   * (WeftError LAB) and the pod stays, for a retry or for teardown. Removing a pod that is
+   * result as prevResult and its CNI_ARGS, so its attachment record goes), delete its namespace,
+   * then its Pod object (see {@link addPod} for pods sharing a name). When DEL fails the promise
+   * rejects (WeftError LAB) and the pod stays, for a retry or for teardown. Removing a pod that is
    * already gone does nothing.
    */
   async removePod(pod: LabPod): Promise<void> {

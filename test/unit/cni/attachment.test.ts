@@ -17,7 +17,9 @@ import {
   type PluginReply,
   type RegistryOpener,
 } from '../../../src/cni/index.js';
+import { storeOptionsFromFlags } from '../../../src/cli/registry-flags.js';
 import { ErrorCodes, WeftError } from '../../../src/errors/index.js';
+import { silentLogger } from '../../../src/log/index.js';
 import { podAttachmentKey } from '../../../src/k8s/index.js';
 import { MemoryStore, type Store } from '../../../src/registry/index.js';
 
@@ -293,3 +295,45 @@ t.test('the record goes under the configured prefix', async (t) => {
   t.equal(await stored(f.store, podAttachmentKey('/cluster', 'shop', 'web-0')), RECORD());
   t.equal(await stored(f.store), undefined);
 });
+
+t.test('CHECK verifies the record is this container’s', async (t) => {
+  const f = fixture(t);
+  t.equal((await f.call('ADD', { args: ARGS })).exitCode, 0);
+  const checkConf = { ...f.conf(), prevResult: RESULT };
+  const ok = await f.call('CHECK', { args: ARGS, conf: checkConf });
+  t.equal(ok.exitCode, 0, ok.stdout);
+  const other = await f.call('CHECK', { args: ARGS, conf: checkConf, id: 'ctr9' });
+  t.equal(errorOf(other).code, CniErrorCodes.REGISTRY_FAILED);
+  t.match(errorOf(other).msg, `${KEY} belongs to container "ctr1", not to ctr9`);
+  await f.store.delete(KEY);
+  const missing = await f.call('CHECK', { args: ARGS, conf: checkConf });
+  t.match(errorOf(missing).msg, `${KEY} is missing (container ctr1)`);
+});
+
+t.test(
+  'the section opens the store the daemons’ flags would (TLS files, Redis URL, deadlines)',
+  async (t) => {
+    const log = silentLogger();
+    const timeouts = { dialTimeoutMs: 5000, requestTimeoutMs: 5000 };
+    const tls = registryTarget({
+      etcdEndpoints: ['https://10.0.0.1:2379'],
+      etcdCafile: '/ca.pem',
+      etcdCertfile: '/c.pem',
+      etcdKeyfile: '/k.pem',
+      nodeName: 'n1',
+    });
+    t.match(storeOptionsFromFlags(tls.flags, log, undefined, timeouts), {
+      registry: 'etcd',
+      etcd: {
+        endpoints: ['https://10.0.0.1:2379'],
+        tls: { caFile: '/ca.pem', certFile: '/c.pem', keyFile: '/k.pem' },
+        ...timeouts,
+      },
+    });
+    const redis = registryTarget({ registry: 'redis://10.0.0.9:6379/2', nodeName: 'n1' });
+    t.match(storeOptionsFromFlags(redis.flags, log, undefined, timeouts), {
+      registry: 'redis',
+      redis: { url: 'redis://10.0.0.9:6379/2', ...timeouts },
+    });
+  },
+);
