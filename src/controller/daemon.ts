@@ -297,6 +297,10 @@ export class WeftController {
     if (this.#stopped) return { ok: false, reason: 'stopping' };
     if (!this.#tracker) return { ok: true };
     if (this.#lifecycle && !this.#lifecycle.running) return { ok: false, reason: 'node lifecycle stopped' };
+    // The loop starts once the objects are listed.
+    if (this.#tracker.isSynced && this.#loop && !this.#loop.running) {
+      return { ok: false, reason: 'endpointslice loop stopped' };
+    }
     return { ok: true };
   }
 
