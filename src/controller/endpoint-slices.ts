@@ -20,7 +20,8 @@
  * - An ExternalName service gets no slices.
  */
 import { ErrorCodes, WeftError } from '../errors/index.js';
-import { ipFamily, ipToBigInt } from '../ipam/index.js';
+import { isIP } from 'node:net';
+import { ipFamily } from '../ipam/index.js';
 import {
   MANAGED_BY_LABEL,
   SERVICE_NAME_LABEL,
@@ -82,8 +83,8 @@ type AddressType = 'IPv4' | 'IPv6';
 /** A desired endpoint: one pod's address with its conditions and place. */
 interface Endpoint {
   address: string;
-  /** The address as a number, for a stable order. */
-  order: bigint;
+  /** Sorts as the address's number: a stable order. */
+  order: string;
   ready: boolean;
   serving: boolean;
   terminating: boolean;
@@ -266,18 +267,21 @@ function desiredGroups(inputs: SliceInputs, family: 4 | 6): Map<string, Group> {
   const pods = [...inputs.pods].sort((a, b) => cmp(a.namespace, b.namespace) || cmp(a.name, b.name));
   const byAddress = new Map<string, { ep: Endpoint; ports: SlicePort[] }>();
   for (const pod of pods) {
-    const address = pod.ips.find((ip) => ipFamily(ip) === family);
+    // Pods' addresses are validated and canonical: node's isIP is enough to tell the family, and
+    // is much cheaper than a full parse at 10,000 pods.
+    const address = pod.ips.find((ip) => isIP(ip) === family);
     if (address === undefined) continue;
     const node = pod.nodeName;
     const nodeOk = node === undefined || inputs.nodeReady(node);
     const ep: Endpoint = {
       address,
-      order: ipToBigInt(address),
+      order: addressOrder(address),
       ready: pod.ready && !pod.terminating && nodeOk,
       serving: pod.ready && nodeOk,
       terminating: pod.terminating,
       nodeName: node,
-      zone: node === undefined ? undefined : inputs.nodeZone(node),
+      // As kube: an empty zone label is no zone.
+      zone: (node === undefined ? undefined : inputs.nodeZone(node)) || undefined,
       namespace: pod.namespace,
       pod: pod.name,
     };
@@ -390,6 +394,24 @@ function sameEndpoint(want: Endpoint, got: SliceEndpoint): boolean {
     want.nodeName === got.nodeName &&
     want.zone === got.zone
   );
+}
+
+/**
+ * A key that sorts canonical addresses of one family in numeric order: the address in hex,
+ * zero-padded (strings compare faster than bigints, which matters at 10,000 pods).
+ */
+function addressOrder(address: string): string {
+  if (!address.includes(':')) {
+    return address
+      .split('.')
+      .map((o) => Number(o).toString(16).padStart(2, '0'))
+      .join('');
+  }
+  const [head = '', tail] = address.split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return groups.map((g) => g.padStart(4, '0')).join('');
 }
 
 function byOrder(a: Endpoint, b: Endpoint): number {

@@ -143,7 +143,13 @@ export class LeaderElector {
    */
   guard(): WriteGuard | undefined {
     const term = this.#term;
-    if (!term || !this.#fresh(term)) return undefined;
+    if (!term) return undefined;
+    if (!this.#fresh(term)) {
+      // Past the deadline before its timer fired: step down now, so that onChange(false) has
+      // been delivered whenever isLeader() says false.
+      this.#stepDown(term, `no successful renewal within the renew deadline (${this.#renewDeadlineMs} ms)`);
+      return undefined;
+    }
     return { key: this.#key, value: term.value };
   }
 
@@ -169,19 +175,21 @@ export class LeaderElector {
       multiplier: 1,
       jitter: 0.2,
     });
-    let lastError: string | undefined;
+    // An outage is warned about once, when it starts; its further failures are debug.
+    let failing = false;
     while (!signal.aborted) {
       try {
         const term = this.#term;
         if (term) await this.#renew(term);
         else await this.#tryAcquire();
-        lastError = undefined;
+        if (failing) this.#log.info('leader election: registry reachable again');
+        failing = false;
       } catch (err) {
         // The store is unreachable: keep trying; a leader's deadline is kept by its timer.
-        const msg = messageOf(err);
-        if (msg !== lastError)
-          this.#log.warn({ err: msg }, 'leader election: registry request failed; retrying');
-        lastError = msg;
+        const fields = { err: messageOf(err) };
+        if (!failing) this.#log.warn(fields, 'leader election: registry request failed; retrying');
+        else this.#log.debug(fields, 'leader election: registry request failed; retrying');
+        failing = true;
       }
       await sleep(this.#term ? this.#retryMs : pace.next(), signal);
     }
@@ -207,6 +215,12 @@ export class LeaderElector {
     if (!u.updated) return;
     if (this.#stop.signal.aborted) {
       await this.#resign(value);
+      return;
+    }
+    // A stamp answered after the renew deadline: leading now would already be overdue. The key
+    // is left to the next attempt, which frees it (see #sawHolder).
+    if (monotonicMs() - sentAt >= this.#renewDeadlineMs) {
+      this.#log.warn('election won too slowly to lead; trying again');
       return;
     }
     const term: Term = {

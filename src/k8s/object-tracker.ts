@@ -266,9 +266,11 @@ export class ObjectTracker {
     const log = this.#o.log;
     let fromRevision: number | undefined;
     let failures = 0;
+    // The loop's signal is its wake controller's, aborted by stop() too (whichever is current).
+    stopped.addEventListener('abort', () => loop.wake.abort(), { once: true });
     while (!stopped.aborted) {
       if (loop.wake.signal.aborted) loop.wake = new AbortController();
-      const signal = AbortSignal.any([stopped, loop.wake.signal]);
+      const signal = loop.wake.signal;
       if (loop.relistRequested) fromRevision = undefined;
       try {
         if (fromRevision === undefined) {
@@ -379,13 +381,9 @@ export class ObjectTracker {
     this.#revisions.set(key, revision);
     const map = this.#objects.get(kind) ?? new Map<string, TrackedObject>();
     const previous = map.get(key);
+    let current: TrackedObject;
     try {
-      const current = this.#parse(kind, key, parsed.namespace, parsed.name, value);
-      const changed = !sameJson(previous, current);
-      map.set(key, current);
-      this.#clearInvalid(key);
-      if (changed) this.#tell(kind, key, previous, current, revision);
-      return changed;
+      current = this.#parse(kind, key, parsed.namespace, parsed.name, value);
     } catch (err) {
       const field = isWeftError(err) && typeof err.details.field === 'string' ? err.details.field : '';
       const bad: InvalidObject = { kind, key, field, message: messageOf(err) };
@@ -403,6 +401,11 @@ export class ObjectTracker {
       if (changed) this.#tell(kind, key, previous, undefined, revision);
       return changed;
     }
+    const changed = !sameJson(previous, current);
+    map.set(key, current);
+    this.#clearInvalid(key);
+    if (changed) this.#tell(kind, key, previous, current, revision);
+    return changed;
   }
 
   #delete(kind: ObjectKind, key: string): boolean {
@@ -422,8 +425,14 @@ export class ObjectTracker {
     current: TrackedObject | undefined,
     modRevision: number | undefined,
   ): void {
-    // The kind and the maps agree by construction: what is stored under a kind is that kind's parse.
-    this.#o.onObject?.({ kind, key, previous, current, modRevision } as ObjectEvent);
+    if (!this.#o.onObject) return;
+    try {
+      // The kind and the maps agree by construction: what is stored under a kind is that kind's parse.
+      this.#o.onObject({ kind, key, previous, current, modRevision } as ObjectEvent);
+    } catch (err) {
+      // A consumer's bug must not pass for a registry outage (which would re-list in a loop).
+      this.#o.log.error({ kind, key, err: messageOf(err) }, 'onObject failed; the tracker carries on');
+    }
   }
 
   #clearInvalid(key: string, nowValid = true): void {

@@ -44,8 +44,10 @@ export interface CommandContext {
   print<D>(data: D, table: (data: D) => Table | string): void;
   /** The content of `path`, or of standard input for `-`. */
   readInput(path: string): Promise<string>;
-  /** The chosen output format. */
+  /** The chosen output format (`-o wide` is `table` with {@link wide} set). */
   readonly format: OutputFormat;
+  /** `-o wide`: tables show their extra columns. */
+  readonly wide?: boolean;
   /** The arguments after `--` on the command line (`lab exec NODE -- CMD`), if there was one. */
   readonly rest: readonly string[] | undefined;
 }

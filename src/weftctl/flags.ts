@@ -43,7 +43,8 @@ export const GLOBAL_FLAGS = defineFlags({
     name: 'output',
     aliases: ['o'],
     metavar: '<format>',
-    description: 'Output format: a table for people, or JSON/YAML with every field.',
+    description:
+      'Output format: a table for people (wide: with more columns, e.g. get pods), or JSON/YAML with every field.',
     choices: OUTPUT_FORMATS,
     default: 'table',
   }),

@@ -7,8 +7,11 @@ import { stringify } from 'yaml';
 import { terminalText } from '../escape/index.js';
 
 /** The output formats of `-o`. */
-export const OUTPUT_FORMATS = ['table', 'json', 'yaml'] as const;
-export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+export const OUTPUT_FORMATS = ['table', 'wide', 'json', 'yaml'] as const;
+/** The formats of `-o`: `wide` is a table with more columns, where a command has them. */
+export type OutputFlag = (typeof OUTPUT_FORMATS)[number];
+/** How a command prints: `wide` is a table (see {@link CommandContext.wide}). */
+export type OutputFormat = Exclude<OutputFlag, 'wide'>;
 
 /** A table: column headers and rows of cells. */
 export interface Table {

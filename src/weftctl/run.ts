@@ -73,12 +73,14 @@ export async function runWeftctl(argv: readonly string[], io: CommandIo, opts: R
     checkRegistryFlags(global);
     const logger = opts.logger ?? silentLogger();
     let opening: Promise<Store> | undefined;
-    const format = global.output as OutputFormat;
+    const wide = global.output === 'wide';
+    const format: OutputFormat = wide ? 'table' : (global.output as OutputFormat);
     const ctx: CommandContext = {
       global,
       io,
       logger,
       format,
+      wide,
       rest,
       store: () =>
         (opening ??= openStoreFromFlags(global, logger).then((s) => {

@@ -1,11 +1,12 @@
 /**
- * weftctl's object commands, in kubectl's manner: `apply -f`, `get`, `delete` and `describe` for
- * the Services and EndpointSlices weft-proxy serves. `apply` does what an API server would (see
- * ../object-store.ts); the others read and delete the stored objects, a Service together with its
- * ClusterIP and nodePort allocations.
+ * weftctl's object commands, in kubectl's manner: `apply -f`, `get`, `delete`, `describe` and
+ * `label` for the Services, EndpointSlices, Pods and Nodes of the registry. `apply` does what an
+ * API server would (see ../object-store.ts); the others read and delete the stored objects, a
+ * Service together with its ClusterIP and nodePort allocations, a Pod gracefully (see
+ * ../pod-store.ts).
  */
 import type { FlagValues } from '../../cli/flag-parser.js';
-import { boolFlag, defineFlags, stringFlag } from '../../cli/flag-parser.js';
+import { boolFlag, defineFlags, intFlag, stringFlag } from '../../cli/flag-parser.js';
 import { serviceCidrFlag, serviceCidrs } from '../../cli/service-cidr-flag.js';
 import { isWeftError, messageOf } from '../../errors/index.js';
 import { terminalText } from '../../escape/index.js';
@@ -16,12 +17,15 @@ import {
   parsePortRange,
 } from '../../ipam/index.js';
 import {
+  MANAGED_BY_LABEL,
   SERVICE_NAME_LABEL,
   displayName,
+  kindPrefix,
+  labelSelectorMatches,
   parseEndpointSlice,
-  servicesPrefix,
-  sliceKeysPrefix,
+  parseLabelSelector,
   type EndpointSliceSpec,
+  type LabelSelector,
 } from '../../k8s/index.js';
 import type { KeyValue, Store } from '../../registry/index.js';
 import { UsageError, defineCommand, expectArgs, type Command, type CommandContext } from '../command.js';
@@ -36,11 +40,20 @@ import {
   KIND_RESOURCE,
   applyObject,
   deleteObject,
+  notFound,
   objectKey,
   serviceOwnerHolds,
   type ApplyResult,
 } from '../object-store.js';
 import { cell, formatAge, formatTable, type Table } from '../output.js';
+import {
+  finishPodDeletion,
+  labelObject,
+  parseLabelArgs,
+  requestPodDeletion,
+  type PodDeletion,
+} from '../pod-store.js';
+import { describePod, nodeTable, podAttachmentsOf, podTable, type StoredObject } from './pods.js';
 
 const filename = stringFlag({
   name: 'filename',
@@ -81,10 +94,47 @@ const serviceNodePortRange = stringFlag({
   },
 });
 
+const selector = stringFlag({
+  name: 'selector',
+  aliases: ['l'],
+  metavar: '<selector>',
+  description:
+    "Only objects whose labels match, in kubectl's syntax: a=b, a!=b, a in (x,y), a notin (x), a, !a.",
+  env: false,
+  validate: (v) => {
+    try {
+      parseLabelSelector(v);
+      return undefined;
+    } catch (err) {
+      return messageOf(err);
+    }
+  },
+});
+const gracePeriodFlag = intFlag({
+  name: 'grace-period',
+  metavar: '<seconds>',
+  description:
+    "Seconds a pod is terminating before it is removed; negative: the pod's terminationGracePeriodSeconds (default 30); 0 needs --force.",
+  default: -1,
+  min: -1,
+  env: false,
+});
+const force = boolFlag({
+  name: 'force',
+  description: 'Remove pods at once, without a grace period (with --grace-period=0 or none).',
+  env: false,
+});
+const overwrite = boolFlag({
+  name: 'overwrite',
+  description: 'Let `label` replace a label that already has another value.',
+  env: false,
+});
+
 const APPLY_FLAGS = defineFlags({ filename, namespace, serviceCidr, serviceNodePortRange });
-const GET_FLAGS = defineFlags({ namespace, allNamespaces });
-const DELETE_FLAGS = defineFlags({ filename, namespace });
+const GET_FLAGS = defineFlags({ namespace, allNamespaces, selector });
+const DELETE_FLAGS = defineFlags({ filename, namespace, gracePeriodFlag, force });
 const DESCRIBE_FLAGS = defineFlags({ namespace });
+const LABEL_FLAGS = defineFlags({ namespace, overwrite });
 
 /** The resource names `get`, `delete` and `describe` accept, as kubectl spells them. */
 const KIND_ALIASES: Record<string, ObjectKind> = {
@@ -96,13 +146,22 @@ const KIND_ALIASES: Record<string, ObjectKind> = {
   eps: 'EndpointSlice',
   'endpointslice.discovery.k8s.io': 'EndpointSlice',
   'endpointslices.discovery.k8s.io': 'EndpointSlice',
+  pod: 'Pod',
+  pods: 'Pod',
+  po: 'Pod',
+  node: 'Node',
+  nodes: 'Node',
+  no: 'Node',
 };
 
 function kindOf(word: string | undefined, usage: string): ObjectKind {
-  const kind = word === undefined ? undefined : KIND_ALIASES[word.toLowerCase()];
+  const kind =
+    word === undefined || !Object.prototype.hasOwnProperty.call(KIND_ALIASES, word.toLowerCase())
+      ? undefined
+      : KIND_ALIASES[word.toLowerCase()];
   if (!kind) {
     throw new UsageError(
-      `${word === undefined ? 'missing resource type' : `unknown resource type "${word}"`}: ${usage} (types: services/svc, endpointslices/eps)`,
+      `${word === undefined ? 'missing resource type' : `unknown resource type "${terminalText(word)}"`}: ${usage} (types: services/svc, endpointslices/eps, pods/po, nodes/no)`,
     );
   }
   return kind;
@@ -125,11 +184,12 @@ function allocatorFor(
 
 const apply = defineCommand({
   words: ['apply'],
-  summary: 'Create or update Services and EndpointSlices from a manifest (kubectl apply).',
+  summary: 'Create or update Services, EndpointSlices, Pods and Nodes from a manifest (kubectl apply).',
   usage: '-f FILE|-',
   description:
     'Reads JSON or YAML (several documents, or a List), e.g. what `kubectl create service ... ' +
-    '--dry-run=client -o yaml` prints. Fills in the namespace, a ClusterIP from --service-cidr and ' +
+    '--dry-run=client -o yaml` or `kubectl run NAME --image=I --labels=a=b --port=P --dry-run=client ' +
+    '-o yaml` prints. Fills in the namespace, a ClusterIP from --service-cidr and ' +
     'nodePorts from --service-node-port-range, as an API server would; a re-applied Service keeps ' +
     'them. Each object is validated as weft-proxy reads it; a bad one is reported and skipped, the ' +
     'others are applied, and the exit code is 1.',
@@ -168,14 +228,6 @@ const apply = defineCommand({
   },
 });
 
-/** A stored object read back. */
-interface StoredObject {
-  key: string;
-  namespace: string;
-  name: string;
-  object: Record<string, unknown>;
-}
-
 /** Reads the objects of a kind; unreadable ones are reported on stderr and counted. */
 async function readObjects(
   ctx: CommandContext,
@@ -184,28 +236,33 @@ async function readObjects(
 ): Promise<{ items: StoredObject[]; problems: number }> {
   const store = await ctx.store();
   const prefix = ctx.global.registryPrefix;
-  const base = kind === 'Service' ? servicesPrefix(prefix) : sliceKeysPrefix(prefix);
+  const base = kindPrefix(prefix, kind);
+  const clusterScoped = kind === 'Node';
   let kvs: KeyValue[];
   let problems = 0;
   if (scope.names?.length) {
     kvs = [];
     for (const name of scope.names) {
-      const kv = await store.get(objectKey(prefix, kind, scope.namespace ?? DEFAULT_NAMESPACE, name));
+      const ns = scope.namespace ?? DEFAULT_NAMESPACE;
+      const key = objectKey(prefix, kind, ns, name);
+      const kv = name.includes('/') ? undefined : await store.get(key);
       if (kv) kvs.push(kv);
       else {
         problems++;
-        ctx.io.stderr(
-          `error: ${kind === 'Service' ? 'services' : 'endpointslices.discovery.k8s.io'} "${name}" not found in namespace ${scope.namespace ?? DEFAULT_NAMESPACE}\n`,
-        );
+        ctx.io.stderr(`error: ${terminalText(notFound(kind, ns, name, key).message)}\n`);
       }
     }
   } else {
-    kvs = (await store.list(scope.namespace === undefined ? base : `${base}${scope.namespace}/`)).items;
+    kvs = (
+      await store.list(scope.namespace === undefined || clusterScoped ? base : `${base}${scope.namespace}/`)
+    ).items;
   }
   const items: StoredObject[] = [];
   for (const kv of kvs) {
-    const [ns, name, extra] = kv.key.slice(base.length).split('/');
-    if (!ns || !name || extra !== undefined) continue;
+    const parts = kv.key.slice(base.length).split('/');
+    const [ns, name] = clusterScoped ? ['', parts[0]] : parts;
+    if (ns === undefined || !name || parts.length !== (clusterScoped ? 1 : 2) || (!clusterScoped && !ns))
+      continue;
     try {
       const v: unknown = JSON.parse(kv.value);
       if (!isRecord(v)) throw new Error('not a JSON object');
@@ -289,9 +346,17 @@ function serviceTable(items: StoredObject[], withNamespace: boolean, now: number
   };
 }
 
-function sliceTable(items: StoredObject[], withNamespace: boolean, now: number): Table {
+function sliceTable(items: StoredObject[], withNamespace: boolean, now: number, wide: boolean): Table {
   return {
-    headers: [...(withNamespace ? ['namespace'] : []), 'name', 'addresstype', 'ports', 'endpoints', 'age'],
+    headers: [
+      ...(withNamespace ? ['namespace'] : []),
+      'name',
+      'addresstype',
+      'ports',
+      'endpoints',
+      'age',
+      ...(wide ? ['service', 'managed-by'] : []),
+    ],
     rows: items.map((o) => {
       const ports = records(o.object.ports).map((p) => String(p.port ?? '<unset>'));
       const addrs = records(o.object.endpoints).flatMap((e) =>
@@ -306,18 +371,36 @@ function sliceTable(items: StoredObject[], withNamespace: boolean, now: number):
         cell(ports),
         shown,
         age(o.object, now),
+        ...(wide
+          ? [cell(labelsOf(o.object)[SERVICE_NAME_LABEL]), cell(labelsOf(o.object)[MANAGED_BY_LABEL])]
+          : []),
       ];
     }),
   };
 }
 
+/** An object's labels as stored (strings only). */
+function labelsOf(obj: Record<string, unknown>): Record<string, string> {
+  const labels = isRecord(obj.metadata) && isRecord(obj.metadata.labels) ? obj.metadata.labels : {};
+  return Object.fromEntries(
+    Object.entries(labels).filter((e): e is [string, string] => typeof e[1] === 'string'),
+  );
+}
+
+function matching(items: StoredObject[], sel: LabelSelector | undefined): StoredObject[] {
+  return sel ? items.filter((o) => labelSelectorMatches(sel, labelsOf(o.object))) : items;
+}
+
 const get = defineCommand({
   words: ['get'],
-  summary: 'List Services or EndpointSlices (kubectl get).',
-  usage: 'services|svc|endpointslices|eps [NAME...] [-n NS | -A]',
+  summary: 'List Services, EndpointSlices, Pods or Nodes (kubectl get).',
+  usage: 'services|svc|endpointslices|eps|pods|po|nodes|no [NAME...] [-n NS | -A] [-l SELECTOR] [-o wide]',
+  description:
+    "-o wide adds columns: for pods the IP and node (from the pod's status, else from the " +
+    'attachment weft-cni recorded), for endpoint slices the service and the managed-by label.',
   flags: GET_FLAGS,
   async run(ctx, flags: FlagValues<typeof GET_FLAGS>, args) {
-    const usage = 'weftctl get services|endpointslices [NAME...] [-n NS | -A]';
+    const usage = 'weftctl get services|endpointslices|pods|nodes [NAME...] [-n NS | -A] [-l SELECTOR]';
     const kind = kindOf(args[0], usage);
     const names = args.slice(1);
     if (flags.allNamespaces && (names.length || flags.namespace !== undefined)) {
@@ -328,31 +411,51 @@ const get = defineCommand({
       );
     }
     const ns = flags.allNamespaces ? undefined : (flags.namespace ?? DEFAULT_NAMESPACE);
-    const { items, problems } = await readObjects(ctx, kind, {
+    const sel = flags.selector === undefined ? undefined : parseLabelSelector(flags.selector);
+    const read = await readObjects(ctx, kind, {
       ...(ns !== undefined ? { namespace: ns } : {}),
       names,
     });
+    const { problems } = read;
+    const items = matching(read.items, sel);
     const now = Date.now();
     if (ctx.format === 'table' && !items.length) {
-      if (!problems) ctx.io.stderr(`No resources found${ns ? ` in ${ns} namespace` : ''}.\n`);
+      if (!problems)
+        ctx.io.stderr(`No resources found${ns && kind !== 'Node' ? ` in ${ns} namespace` : ''}.\n`);
       return problems ? 1 : 0;
     }
     const data = names.length === 1 && items[0] ? items[0].object : asList(items.map((o) => o.object));
-    const withNs = ns === undefined;
-    ctx.print(data, () =>
-      formatTable(kind === 'Service' ? serviceTable(items, withNs, now) : sliceTable(items, withNs, now)),
-    );
+    const withNs = ns === undefined && kind !== 'Node';
+    const wide = ctx.wide === true;
+    let table: Table;
+    if (kind === 'Service') table = serviceTable(items, withNs, now);
+    else if (kind === 'EndpointSlice') table = sliceTable(items, withNs, now, wide);
+    else if (kind === 'Node') table = nodeTable(items, now);
+    else {
+      const attachments = ctx.format === 'table' ? await podAttachmentsOf(ctx, ns) : new Map();
+      table = podTable(items, attachments, { withNamespace: withNs, now, wide });
+    }
+    ctx.print(data, () => formatTable(table));
     return problems ? 1 : 0;
   },
 });
 
 const del = defineCommand({
   words: ['delete'],
-  summary: 'Delete Services (freeing their ClusterIPs and nodePorts) or EndpointSlices (kubectl delete).',
-  usage: 'service|endpointslice NAME... [-n NS] | -f FILE|-',
+  summary:
+    'Delete Services (freeing their ClusterIPs and nodePorts), EndpointSlices, Pods (gracefully) or Nodes (kubectl delete).',
+  usage: 'service|endpointslice|pod|node NAME... [-n NS] [--grace-period=N] [--force] | -f FILE|-',
+  description:
+    'A pod is first marked terminating (metadata.deletionTimestamp and deletionGracePeriodSeconds, ' +
+    'so its endpoints turn terminating), then removed once the grace period is over: --grace-period, ' +
+    "else the pod's terminationGracePeriodSeconds, else 30 s; weftctl waits that long. --force " +
+    '(with --grace-period=0 or none) removes it at once.',
   flags: DELETE_FLAGS,
   async run(ctx, flags: FlagValues<typeof DELETE_FLAGS>, args) {
-    const usage = 'weftctl delete service|endpointslice NAME... [-n NS], or weftctl delete -f FILE|-';
+    const usage =
+      'weftctl delete service|endpointslice|pod|node NAME... [-n NS] [--grace-period=N] [--force], or weftctl delete -f FILE|-';
+    if (flags.force && flags.gracePeriodFlag > 0)
+      throw new UsageError('--force and --grace-period greater than 0 cannot be specified together');
     let targets: { kind: ObjectKind; namespace: string; name: string; source?: string }[];
     let failed = false;
     if (flags.filename !== undefined) {
@@ -372,8 +475,19 @@ const del = defineCommand({
     }
     const store = await ctx.store();
     const allocator = allocatorFor(store, ctx, {});
+    const pending: PodDeletion[] = [];
     for (const t of targets) {
       try {
+        if (t.kind === 'Pod') {
+          const d = await requestPodDeletion(store, ctx.global.registryPrefix, t.namespace, t.name, {
+            gracePeriodSeconds: flags.gracePeriodFlag,
+            force: flags.force,
+          });
+          if (d.graceSeconds === 0)
+            ctx.io.stdout(`pod "${terminalText(t.name)}" ${flags.force ? 'force ' : ''}deleted\n`);
+          else pending.push(d);
+          continue;
+        }
         const r = await deleteObject(
           store,
           allocator,
@@ -390,7 +504,56 @@ const del = defineCommand({
         if (!isWeftError(err)) throw err;
       }
     }
+    // Every pod is marked first, then the command waits once for the longest grace period.
+    for (const d of pending) {
+      ctx.io.stderr(`pod "${terminalText(d.name)}" terminating; removing it in ${d.graceSeconds}s\n`);
+    }
+    for (const d of [...pending].sort((a, b) => a.deadline - b.deadline)) {
+      try {
+        const removed = await finishPodDeletion(store, d);
+        ctx.io.stdout(
+          removed
+            ? `pod "${terminalText(d.name)}" deleted\n`
+            : `pod "${terminalText(d.name)}" was already gone or created again; left as it is\n`,
+        );
+      } catch (err) {
+        failed = true;
+        ctx.io.stderr(`error: ${terminalText(messageOf(err))}\n`);
+        if (!isWeftError(err)) throw err;
+      }
+    }
     return failed ? 1 : 0;
+  },
+});
+
+const label = defineCommand({
+  words: ['label'],
+  summary: 'Add, change or remove labels of a Pod or Node (kubectl label).',
+  usage: 'pod|node NAME KEY=VALUE... KEY-... [-n NS] [--overwrite]',
+  description:
+    'KEY=VALUE sets a label, KEY- removes one. A label that already has another value is ' +
+    'replaced only with --overwrite. The pod is validated as apply validates it and written by ' +
+    'compare-and-swap.',
+  flags: LABEL_FLAGS,
+  async run(ctx, flags: FlagValues<typeof LABEL_FLAGS>, args) {
+    const usage = 'weftctl label pod|node NAME KEY=VALUE... KEY-... [-n NS] [--overwrite]';
+    const kind = kindOf(args[0], usage);
+    if (kind !== 'Pod' && kind !== 'Node') throw new UsageError(`label changes pods and nodes: ${usage}`);
+    const name = args[1];
+    if (name === undefined) throw new UsageError(`missing NAME: ${usage}`);
+    if (args.length < 3) throw new UsageError(`at least one label update is required: ${usage}`);
+    let changes;
+    try {
+      changes = parseLabelArgs(args.slice(2));
+    } catch (err) {
+      throw new UsageError(messageOf(err));
+    }
+    const store = await ctx.store();
+    const ns = kind === 'Node' ? '' : (flags.namespace ?? DEFAULT_NAMESPACE);
+    const r = await labelObject(store, ctx.global.registryPrefix, kind, ns, name, changes, flags.overwrite);
+    for (const k of r.missing) ctx.io.stderr(`label "${terminalText(k)}" not found.\n`);
+    ctx.io.stdout(`${KIND_RESOURCE[kind]}/${terminalText(name)} ${r.changed ? 'labeled' : 'not labeled'}\n`);
+    return 0;
   },
 });
 
@@ -500,14 +663,28 @@ function describeService(o: StoredObject, eps: Awaited<ReturnType<typeof endpoin
 
 const describe = defineCommand({
   words: ['describe'],
-  summary: 'Show a Service, its ports and its endpoints from the EndpointSlices (kubectl describe).',
-  usage: 'service NAME... [-n NS]',
+  summary:
+    'Show a Service and its endpoints from the EndpointSlices, or a Pod with its address and attachment (kubectl describe).',
+  usage: 'service|pod NAME... [-n NS]',
   flags: DESCRIBE_FLAGS,
   async run(ctx, flags: FlagValues<typeof DESCRIBE_FLAGS>, args) {
-    const usage = 'weftctl describe service [NAME...] [-n NS]';
+    const usage = 'weftctl describe service|pod [NAME...] [-n NS]';
     const kind = kindOf(args[0], usage);
-    if (kind !== 'Service') throw new UsageError(`describe shows services: ${usage}`);
+    if (kind !== 'Service' && kind !== 'Pod')
+      throw new UsageError(`describe shows services and pods: ${usage}`);
     const ns = flags.namespace ?? DEFAULT_NAMESPACE;
+    if (kind === 'Pod') {
+      const { items, problems } = await readObjects(ctx, kind, { namespace: ns, names: args.slice(1) });
+      if (!items.length && !problems) {
+        ctx.io.stderr(`No resources found in ${ns} namespace.\n`);
+        return 0;
+      }
+      const attachments = await podAttachmentsOf(ctx, ns);
+      ctx.print(items.length === 1 ? items[0]?.object : items.map((o) => o.object), () =>
+        items.map((o) => describePod(o, attachments.get(`${o.namespace}/${o.name}`), Date.now())).join('\n'),
+      );
+      return problems ? 1 : 0;
+    }
     const { items, problems } = await readObjects(ctx, kind, { namespace: ns, names: args.slice(1) });
     if (!items.length && !problems) {
       ctx.io.stderr(`No resources found in ${ns} namespace.\n`);
@@ -527,4 +704,4 @@ const describe = defineCommand({
   },
 });
 
-export const objectCommands: Command[] = [apply, get, del, describe];
+export const objectCommands: Command[] = [apply, get, del, describe, label];

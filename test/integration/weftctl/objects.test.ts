@@ -371,7 +371,7 @@ t.test('misuse exits 2, errors exit 1', async (t) => {
   const p = '/t-usage';
   const cases: [string[], number, RegExp][] = [
     [['get'], 2, /missing resource type/],
-    [['get', 'pods'], 2, /unknown resource type "pods"/],
+    [['get', 'deployments'], 2, /unknown resource type "deployments"/],
     [['get', 'svc', 'x', '-A'], 2, /across all namespaces/],
     [['apply'], 2, /apply needs -f FILE/],
     [['apply', '-f', '-', 'extra'], 2, /unexpected argument "extra"/],

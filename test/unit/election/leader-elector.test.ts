@@ -341,3 +341,33 @@ t.test('an invalid record in the key: nobody leads, nothing crashes; its expiry 
   t.notOk(c.elector.isLeader());
   await until(() => c.elector.isLeader(), 2_000, 'to lead after the garbage expired');
 });
+
+t.test('a leader back in touch after its renew deadline frees its own stale key and wins anew', async (t) => {
+  const store = new MemoryStore();
+  t.teardown(() => store.close());
+  const key = newKey();
+  const client = new CuttableStore(store.client());
+  // A lease well beyond the renew deadline: the stale key would live 2.4 s past the step-down.
+  const c = candidate(client, key, 'a', { leaseSeconds: 3 });
+  t.teardown(async () => {
+    client.heal();
+    await c.elector.stop();
+  });
+  c.elector.start();
+  await until(() => c.elector.isLeader(), 2_000, 'to lead');
+  const first = await LeaderElector.holder(store, key);
+  client.cut = true;
+  await until(() => !c.elector.isLeader(), 1_000, 'to step down');
+  const stale = await store.get(key);
+  t.equal(decodeRecord(stale?.value ?? '')?.token, first?.token, 'its key is still there, unexpired');
+  client.heal();
+  const healedAt = Date.now();
+  await until(() => c.elector.isLeader(), 2_000, 'to lead again');
+  const again = await LeaderElector.holder(store, key);
+  t.ok((again?.token ?? 0) > (first?.token ?? 0), 'a new term, with a higher token');
+  t.ok(Date.now() - healedAt < 600, 'without waiting for the old key to expire');
+  t.same(
+    c.changes.map((x) => x.leader),
+    [true, false, true],
+  );
+});
