@@ -12,6 +12,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 const PROGRAMS = {
   'weft-flanneld': 'dist/src/flanneld/main.js',
   'weft-proxy': 'dist/src/proxy/main.js',
+  'weft-controller': 'dist/src/controller/main.js',
   weftctl: 'dist/src/weftctl/main.js',
 };
 const README = 'README.md';

@@ -68,7 +68,7 @@ export const CONTROLLER_FLAGS = defineFlags({
   maxEndpointsPerSlice: intFlag({
     name: 'max-endpoints-per-slice',
     metavar: '<n>',
-    description: `Most endpoints in one EndpointSlice written by the controller (1..${MAX_MAX_ENDPOINTS_PER_SLICE}).`,
+    description: 'Most endpoints in one EndpointSlice written by the controller.',
     default: DEFAULT_MAX_ENDPOINTS_PER_SLICE,
     min: 1,
     max: MAX_MAX_ENDPOINTS_PER_SLICE,
@@ -241,6 +241,13 @@ export function parseControllerFlags(argv: readonly string[], env: NodeJS.Proces
   const lease = parseSecondsOrDuration(values.leaderElectLeaseDuration);
   const renew = parseSecondsOrDuration(values.leaderElectRenewDeadline);
   const retry = parseSecondsOrDuration(values.leaderElectRetryPeriod);
+  if (lease < 1000) {
+    throw flagError(
+      'leader-elect-lease-duration',
+      'must be at least 1s (the election key has a TTL in whole seconds)',
+      values.leaderElectLeaseDuration,
+    );
+  }
   if (renew >= lease) {
     throw flagError(
       'leader-elect-renew-deadline',

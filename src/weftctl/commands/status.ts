@@ -1,5 +1,7 @@
 /** weftctl's status command: every node's daemons, and in a lab the overlay matrix. */
 import { boolFlag, defineFlags } from '../../cli/flag-parser.js';
+import { LeaderElector } from '../../election/index.js';
+import { messageOf } from '../../errors/index.js';
 import { UsageError, defineCommand, expectArgs, type Command } from '../command.js';
 import { weftctlInLab } from '../lab-control.js';
 import { LAB_RUN_ENV, labStateDir, overlayAddress, resolveRun, type LabRunState } from '../lab-state.js';
@@ -55,7 +57,8 @@ const status = defineCommand({
     'live answer ("-" when not asked: a loopback URL of another machine). Exit 0 when every\n' +
     'daemon is ready, 1 otherwise; the last line says why. With --lab (or inside a lab), both\n' +
     "daemons must run on every node, and each node pings every other node's overlay address\n" +
-    "(its lease's first address, on flannel.1).",
+    "(its lease's first address, on flannel.1). The weft-controller leader is named from its\n" +
+    'election key (<registry-prefix>/leases/weft-controller).',
   flags: STATUS_FLAGS,
   async run(ctx, flags, args) {
     expectArgs(args, 0, 1, '[--lab [RUN]]');
@@ -87,9 +90,15 @@ const status = defineCommand({
     const store = await ctx.store();
     const { prefix, records, invalid } = await readStatusRecords(store, ctx.global.registryPrefix);
     const netnsOf = (node: string) => lab?.nodes.find((n) => n.name === node || n.alias === node)?.netns;
-    const [probes, reachability] = await Promise.all([
+    // weft-controller's default election key (its --leader-elect-resource-name).
+    const electionKey = `${ctx.global.registryPrefix.replace(/\/+$/, '')}/leases/weft-controller`;
+    const [probes, reachability, controllerLeader] = await Promise.all([
       probeAll(records, netnsOf),
       lab ? labMatrix(lab, records) : Promise.resolve(undefined),
+      LeaderElector.holder(store, electionKey).catch((err: unknown) => {
+        invalid.push({ key: electionKey, error: messageOf(err) });
+        return undefined;
+      }),
     ]);
     const now = Date.now();
     const report = buildReport(records, invalid, {
@@ -100,6 +109,7 @@ const status = defineCommand({
       requireReachable: lab !== undefined,
       ...(reachability ? { reachability } : {}),
       ...(lab ? { lab: lab.runId } : {}),
+      ...(controllerLeader ? { controllerLeader } : {}),
     });
     ctx.print(report, (r) => formatStatusReport(r, now));
     return report.ready ? 0 : 1;

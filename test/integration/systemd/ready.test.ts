@@ -1,12 +1,12 @@
 /**
- * READY=1 from each real daemon, as systemd would receive it: NOTIFY_SOCKET names a Unix
+ * READY=1 from each real daemon (weft-flanneld, weft-proxy, weft-controller), as systemd would receive it: NOTIFY_SOCKET names a Unix
  * datagram socket this test owns, the daemon is started through its command wrapper (bin/) with
  * its configuration in the environment (the variables of systemd/default/*), under the unit's
  * NoNewPrivileges and capability bounding set, in a lab node's namespace against the lab's etcd.
  *
  * Checked: READY=1 arrives once the daemon is ready, with MAINPID naming the daemon, and only
  * then (subnet.env and the masquerade rules exist for weft-flanneld; the Service's rules for
- * weft-proxy); it comes from the systemd-notify helper's PID, not the daemon's, which is why the
+ * weft-proxy; the objects listed for weft-controller, which has no capability at all); it comes from the systemd-notify helper's PID, not the daemon's, which is why the
  * units set NotifyAccess=all; and without a reachable etcd no READY=1 comes at all.
  */
 import t, { type Test } from 'tap';
@@ -268,5 +268,39 @@ t.test('weft-proxy sends READY=1 after its first sync, its rules in place', asyn
   t.match(rulesAtReady ?? '', '10.96.0.77', "the Service's rules were in the kernel at READY=1");
   const log = readFileSync(p.logFile, 'utf8');
   t.match(log, /"clusterCidrs":\["10\.244\.0\.0\/16"\]/, 'the cluster CIDR came from subnet.env');
+  await p.stop();
+});
+
+t.test('weft-controller without etcd sends no READY=1', async (t) => {
+  await expectNoReady(t, 'weft-controller', { WEFT_CONTROLLER_ETCD_ENDPOINTS: NO_ETCD });
+});
+
+t.test('weft-controller sends READY=1 once the objects are listed, without a capability', async (t) => {
+  const notify = new NotifySocket();
+  t.teardown(() => notify.close());
+  await notify.ready();
+  const p = startDaemon(
+    'weft-controller',
+    'controller',
+    {
+      WEFT_CONTROLLER_ETCD_ENDPOINTS: lab.etcdEndpoints.join(','),
+      WEFT_CONTROLLER_NODE_NAME: node.name,
+    },
+    notify,
+  );
+  t.teardown(() => p.stop());
+  const ready = await waitFor(
+    () => {
+      if (!p.running) throw new Error(`weft-controller exited; see ${p.logFile}`);
+      return notify.readyMessage;
+    },
+    { what: 'READY=1 from weft-controller', timeoutMs: 60_000, intervalMs: 20 },
+  );
+  t.equal(ready.fields.get('MAINPID'), String(p.pid), 'MAINPID is the daemon');
+  t.equal(ready.fields.get('STATUS'), 'synced; electing');
+  t.ok(ready.pid !== null && ready.pid !== p.pid, 'sent by the systemd-notify helper');
+  const capBnd = readFileSync(`/proc/${p.pid}/status`, 'utf8').match(/^CapBnd:\s*(\w+)$/m)?.[1];
+  t.equal(capBnd, '0000000000000000', 'an empty bounding set');
+  t.match(readFileSync(p.logFile, 'utf8'), /objects listed; ready/);
   await p.stop();
 });

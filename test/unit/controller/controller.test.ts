@@ -61,7 +61,7 @@ async function metric(metrics: Registry, name: string, labels: Record<string, st
   const m = await (metrics.getSingleMetric(name) ?? metrics.getSingleMetric(base))?.get();
   const v = m?.values.find(
     (x) =>
-      (x.metricName === undefined || x.metricName === name) &&
+      ((x as { metricName?: string }).metricName ?? name) === name &&
       Object.entries(labels).every(([k, l]) => x.labels[k] === l),
   );
   return v?.value ?? 0;

@@ -54,6 +54,14 @@ t.test('bad flags are refused, naming the flag', async (t) => {
     [['--max-endpoints-per-slice=1001'], /--max-endpoints-per-slice/],
     [['--node-monitor-grace-period=0s'], /--node-monitor-grace-period: must be more than 0/],
     [['--leader-elect-renew-deadline=15s'], /--leader-elect-renew-deadline: must be less than/],
+    [
+      [
+        '--leader-elect-lease-duration=500ms',
+        '--leader-elect-renew-deadline=200ms',
+        '--leader-elect-retry-period=100ms',
+      ],
+      /--leader-elect-lease-duration: must be at least 1s/,
+    ],
     [['--leader-elect-retry-period=10s'], /--leader-elect-retry-period: must be less than/],
     [['--leader-elect-resource-name=a/b'], /--leader-elect-resource-name/],
     [['--identity=a\u001b[2Jb'], /--identity/],

@@ -122,7 +122,10 @@ export function unitCopies(
 
 /** `CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW` as setpriv's `-all,+net_admin,+net_raw`. */
 export function setprivBoundingSet(unit: UnitFile): string {
+  if (!values(unit, 'Service', 'CapabilityBoundingSet').length) {
+    throw new Error('the unit has no CapabilityBoundingSet');
+  }
+  // `CapabilityBoundingSet=` (empty): no capability at all.
   const caps = words(unit, 'Service', 'CapabilityBoundingSet');
-  if (!caps.length) throw new Error('the unit has no CapabilityBoundingSet');
   return ['-all', ...caps.map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`)].join(',');
 }

@@ -244,3 +244,33 @@ t.test('lab runs: resolving RUN and places', async (t) => {
     /has no node, server or pod "n7"; it has: n1 \(node1\), underlay, etcd1, node1\/web/,
   );
 });
+
+t.test('weft-controller: the leader is named, escaped; controllers without a leader fail', async (t) => {
+  const store = await storeWith({
+    '/weft/status/n1/weft-controller': record('n1', 'weft-controller', {
+      detail: { leader: 'yes', identity: 'n1_1', holder: 'n1_1' },
+    }),
+    '/weft/status/n2/weft-controller': record('n2', 'weft-controller', {
+      detail: { leader: 'no', identity: 'n2_7', holder: 'n1_1' },
+    }),
+  });
+  t.teardown(() => store.close());
+  const { prefix, records, invalid } = await readStatusRecords(store, '/weft');
+  t.equal(records.length, 2, 'weft-controller records are readable');
+  const probes = new Map<string, ReadyzProbe>();
+  const leader = { identity: 'n1_1\u001b[2J', token: 42, acquiredAt: iso(90) };
+  const report = buildReport(records, invalid, { prefix, now: NOW, probes, controllerLeader: leader });
+  t.ok(report.ready, 'ready with a leader');
+  t.same(report.controllerLeader, leader, 'in the JSON form');
+  const text = formatStatusReport(report, NOW);
+  t.match(text, /^weft-controller leader: n1_1\\x1b\[2J \(for 90s, term 42\)$/m, 'named, escaped');
+  t.notOk(text.includes('\u001b'), 'no escape sequence reaches the terminal');
+  t.match(text, /^n2\s+weft-controller\s+yes\s+.*leader=no identity=n2_7 holder=n1_1$/m);
+
+  const none = buildReport(records, invalid, { prefix, now: NOW, probes });
+  t.notOk(none.ready, 'controllers running and none leading');
+  t.match(none.problems, ['weft-controller: no leader elected']);
+  // A lab's nodes must each run the node daemons, not a controller.
+  const lab = buildReport([], [], { prefix, now: NOW, probes, expectNodes: ['n1'] });
+  t.same(lab.daemons.map((d) => d.daemon).sort(), ['weft-flanneld', 'weft-proxy']);
+});
