@@ -478,7 +478,7 @@ async function serviceSpread(l: Lab, pods: Pods): Promise<void> {
   say(`${INDENT}$ weftctl get services`);
   say(indent(await weftctl(l, ['get', 'services']), `${INDENT}  `));
   const lags = await kernelFollows(l, pods.web, written);
-  say(`${INDENT}the pods were in every node's nftables after the apply: ${lags.join(', ')}`);
+  say(`${INDENT}the pods were in every node's nftables after \`weftctl apply\` started: ${lags.join(', ')}`);
   say(`${INDENT}$ weftctl get endpointslices   (what weft-controller wrote)`);
   say(indent(await weftctl(l, ['get', 'endpointslices']), `${INDENT}  `));
   // The rules are in; make sure the first request makes it through the overlay too.
