@@ -142,7 +142,8 @@ export function renderSelector(input: SectionInput): string {
       'straight to the registry (a v1 Pod and the attachment record weft-cni would write) before the ' +
       'daemons start. **Latency**: one more pod is declared, then attached (the attachment write is ' +
       'time zero), and the time until its endpoint is in the ClusterIP map of *every* node’s nftables ' +
-      '(seen by `nft monitor` in each node) is one sample; between samples the run waits out ' +
+      '(the transaction adding it, seen by `nft monitor` in each node, then checked with `nft list map`) ' +
+      'is one sample; between samples the run waits out ' +
       'weft-proxy’s `--min-sync-period` (1 s), so a sample is the pipeline (watch, controller, slice ' +
       `write, proxy watch, sync), not the rate limit. ${r.samplesPerSize} samples per size; p99 is ` +
       'nearest-rank, so with fewer than 100 samples it is the largest. **Controller cost**: a burst of ' +

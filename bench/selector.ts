@@ -91,27 +91,54 @@ function versionOf(cmd: string, args: string[]): string {
 class KernelWatch {
   readonly #children: ChildProcess[] = [];
   readonly #waiters: { ip: string; node: string; resolve: (at: number) => void }[] = [];
+  /** The last lines seen (any), to say what the monitor saw when a sample times out. */
+  readonly recent: string[] = [];
 
   constructor(nodes: readonly LabNode[]) {
     for (const n of nodes) {
       const child = spawn(
         'ip',
-        ['netns', 'exec', n.netns, 'setpriv', '--pdeathsig', 'KILL', '--', 'nft', 'monitor', 'elements'],
-        { stdio: ['ignore', 'pipe', 'ignore'] },
+        // nft writes to a pipe through stdio: line-buffer it, or events arrive in 4 KiB lumps.
+        [
+          'netns',
+          'exec',
+          n.netns,
+          'setpriv',
+          '--pdeathsig',
+          'KILL',
+          '--',
+          'stdbuf',
+          '-oL',
+          'nft',
+          'monitor',
+          'elements',
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
       );
       this.#children.push(child);
+      child.stderr?.on('data', (b: Buffer) => this.#remember(`${n.name} stderr: ${b.toString().trim()}`));
       createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-        if (!line.startsWith('add element ip weft cluster-ip-endpoints-tcp')) return;
+        this.#remember(`${n.name}: ${line}`);
+        // Any element of weft's table that names the address marks the transaction that added
+        // the endpoint (nft commits it whole). The endpoint map's own lines cannot be relied on:
+        // nft 1.0.6's monitor loses track of that map ("Unable to cache set_elem") once weft
+        // rewrites its buckets, while the hairpin set's element comes through.
+        if (!line.startsWith('add element ip weft ')) return;
         const at = Date.now();
         for (let i = this.#waiters.length - 1; i >= 0; i--) {
           const w = this.#waiters[i];
-          if (w && w.node === n.name && line.includes(`: ${w.ip} . `)) {
+          if (w && w.node === n.name && new RegExp(`[ {]${w.ip.replaceAll('.', '\\.')}[ }]`).test(line)) {
             this.#waiters.splice(i, 1);
             w.resolve(at);
           }
         }
       });
     }
+  }
+
+  #remember(line: string): void {
+    this.recent.push(line.slice(0, 300));
+    if (this.recent.length > 20) this.recent.shift();
   }
 
   /** Resolves with the time `ip` was added on `node`'s map (register before the write). */
@@ -245,6 +272,20 @@ async function measureSize(pods: number): Promise<SelectorCase> {
       const r = await Promise.race([all, sleep(SAMPLE_CAP_MS).then(() => undefined)]);
       if (!r) {
         timeouts++;
+        console.warn(
+          `selector ${pods}: sample ${k} timed out; the monitors saw:\n${watch.recent.join('\n')}`,
+        );
+        continue;
+      }
+      // The monitor saw the transaction; the map must hold the endpoint now on every node.
+      const there = await Promise.all(
+        lab.nodes.map(async (n) =>
+          (await kernelEndpoints(lab, n, SERVICE.clusterIP, 80)).includes(`${ipOf(i)}:8080`),
+        ),
+      );
+      if (!there.every(Boolean)) {
+        timeouts++;
+        console.warn(`selector ${pods}: sample ${k}: seen by the monitor but not in every node's map`);
         continue;
       }
       lat.push(Math.max(...r) - t);
