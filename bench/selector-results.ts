@@ -39,10 +39,11 @@ export interface ControllerCost {
 
 /** One size's figures. */
 export interface SelectorCase {
-  /** Pods selected by the Service when the samples were taken (before the first sample). */
+  /** Pods selected by the Service once the samples were taken (pre-written ones plus the samples). */
   pods: number;
   /**
-   * From the controller's start until every node's nftables held every pre-written pod, ms; or
+   * From the controller's start until every node's nftables held every pre-written pod (all but
+   * the samples), ms; or
    * null when it did not within the cap.
    */
   firstProgrammingMs: number | null;
@@ -138,7 +139,8 @@ export function renderSelector(input: SectionInput): string {
       (r.quick ? ' **Quick run** (`--quick`): small sizes only, a smoke test rather than figures.' : ''),
     '',
     `A lab of ${r.nodes} nodes, each running weft-proxy in nftables mode, one weft-controller and etcd, ` +
-      'each size in a fresh lab. The Service selects `app=bench`; all but the sampled pods are written ' +
+      'each size in a fresh lab. The Service selects `app=bench`; all but the sampled pods (so the size is ' +
+      'the count once the samples are in: weft-proxy refuses a port of over 10,000 endpoints) are written ' +
       'straight to the registry (a v1 Pod and the attachment record weft-cni would write) before the ' +
       'daemons start. **Latency**: one more pod is declared, then attached (the attachment write is ' +
       'time zero), and the time until its endpoint is in the ClusterIP map of *every* node’s nftables ' +

@@ -57,12 +57,14 @@ const samples = quick ? 5 : Number(values.samples);
 const nodeCount = quick ? 2 : Number(values.nodes);
 const changes = quick ? 200 : Number(values.changes);
 if (
-  !sizes.every((n) => Number.isInteger(n) && n >= 2) ||
+  !sizes.every((n) => Number.isInteger(n) && n > samples) ||
   !(samples >= 5) ||
   !(nodeCount >= 1) ||
   !(changes >= 2)
 ) {
-  console.error('selector: --sizes must be integers ≥ 2, --samples ≥ 5, --nodes ≥ 1, --changes ≥ 2');
+  console.error(
+    'selector: --sizes must be integers above --samples, --samples ≥ 5, --nodes ≥ 1, --changes ≥ 2',
+  );
   process.exit(2);
 }
 
@@ -195,7 +197,9 @@ async function sliceState(agent: RegistryAgent): Promise<{ total: number; ready:
 }
 
 async function measureSize(pods: number): Promise<SelectorCase> {
-  const pre = pods;
+  // The samples bring the Service to `pods` endpoints: weft-proxy refuses a port with more than
+  // 10,000 (its budget), so 10,000 must be the most it is ever asked to hold.
+  const pre = pods - samples;
   const lab = await Lab.create({ nodes: nodeCount });
   let controller: ManagedProcess | undefined;
   let watch: KernelWatch | undefined;
@@ -297,7 +301,7 @@ async function measureSize(pods: number): Promise<SelectorCase> {
     );
 
     // The controller's cost: `changes` writes, each flipping one pod's Ready condition.
-    const total = pre + samples;
+    const total = pods;
     const flipped = Math.min(total, Math.floor(changes / 2));
     const finalReady = new Map<number, boolean>();
     for (let j = 0; j < changes; j++) finalReady.set(j % flipped, Math.floor(j / flipped) % 2 === 1);
