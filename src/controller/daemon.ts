@@ -244,6 +244,7 @@ export class WeftController {
         return {
           ready: r.ok,
           reason: r.ok ? undefined : r.reason,
+          lastSyncMs: this.#loop?.lastSyncAt,
           detail: {
             leader: leader ? 'yes' : 'no',
             identity: config.identity,
