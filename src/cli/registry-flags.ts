@@ -7,7 +7,7 @@
 import type { Registry } from 'prom-client';
 import { ErrorCodes, WeftError } from '../errors/index.js';
 import type { Logger } from '../log/index.js';
-import { openStore, type Store } from '../registry/index.js';
+import type { OpenStoreOptions, Store } from '../registry/index.js';
 import { listFlag, stringFlag } from './flag-parser.js';
 
 /** The etcd connection flags, in help order. */
@@ -137,17 +137,41 @@ function withoutCredentials(endpoint: string): string {
   }
 }
 
-/** The store the flags name: etcd (default) or a `redis://` URL. Warns once about a cleartext password. */
-export function openStoreFromFlags(flags: RegistryFlags, logger: Logger, metrics?: Registry): Promise<Store> {
-  const cleartext = cleartextPasswordWarning(flags);
-  if (cleartext) logger.warn({ field: flags.etcdPassword ? '--etcd-password' : '--registry' }, cleartext);
+/** Deadlines of {@link openStoreFromFlags}; each backend's own default when absent. */
+export interface StoreTimeouts {
+  /** How long opening waits for a first answer, in ms. */
+  dialTimeoutMs?: number;
+  /** Deadline of each request, in ms. */
+  requestTimeoutMs?: number;
+}
+
+/**
+ * Why a `--registry-prefix` value is refused, or undefined: it must start with `/` and (unless it
+ * is `/`) not end with one, so `<prefix>/<kind>/...` keys have exactly one slash between parts.
+ */
+export function registryPrefixProblem(v: string): string | undefined {
+  if (!v.startsWith('/')) return 'must start with "/"';
+  if (v.length > 1 && v.endsWith('/')) return 'must not end with "/"';
+  return undefined;
+}
+
+/**
+ * The options of `openStore` the flags name: etcd (default) or a `redis://` URL. Pure; `timeouts`
+ * shortens the backend's deadlines (a CNI call cannot wait long).
+ */
+export function storeOptionsFromFlags(
+  flags: RegistryFlags,
+  logger: Logger,
+  metrics?: Registry,
+  timeouts: StoreTimeouts = {},
+): OpenStoreOptions {
   if (flags.registry.startsWith('redis://') || flags.registry.startsWith('rediss://')) {
-    return openStore({
+    return {
       registry: 'redis',
-      redis: { url: flags.registry },
+      redis: { url: flags.registry, ...timeouts },
       logger,
       ...(metrics && { metrics }),
-    });
+    };
   }
   const tls =
     flags.etcdCafile || flags.etcdCertfile || flags.etcdKeyfile
@@ -157,17 +181,35 @@ export function openStoreFromFlags(flags: RegistryFlags, logger: Logger, metrics
           ...(flags.etcdKeyfile && { keyFile: flags.etcdKeyfile }),
         }
       : undefined;
-  return openStore({
+  return {
     registry: flags.registry,
     etcd: {
       endpoints: flags.etcdEndpoints,
       ...(tls && { tls }),
       ...(flags.etcdUsername && { username: flags.etcdUsername }),
       ...(flags.etcdPassword && { password: flags.etcdPassword }),
+      ...timeouts,
     },
     logger,
     ...(metrics && { metrics }),
-  });
+  };
+}
+
+/**
+ * The store the flags name: etcd (default) or a `redis://` URL. Warns once about a cleartext
+ * password. The registry's code is loaded on the first call, so a program that only validates
+ * the flags (weft-cni's config check) does not load the etcd and Redis clients.
+ */
+export async function openStoreFromFlags(
+  flags: RegistryFlags,
+  logger: Logger,
+  metrics?: Registry,
+  timeouts: StoreTimeouts = {},
+): Promise<Store> {
+  const cleartext = cleartextPasswordWarning(flags);
+  if (cleartext) logger.warn({ field: flags.etcdPassword ? '--etcd-password' : '--registry' }, cleartext);
+  const { openStore } = await import('../registry/index.js');
+  return openStore(storeOptionsFromFlags(flags, logger, metrics, timeouts));
 }
 
 /** A validator for flags that must not be blank. */

@@ -32,6 +32,11 @@ export const CniErrorCodes = {
   DELEGATE_NOT_FOUND: 101,
   /** The delegate plugin succeeded but printed something that is not a CNI result. */
   DELEGATE_BAD_OUTPUT: 102,
+  /**
+   * The pod attachment could not be written or removed for another reason than an unreachable
+   * registry (which is TRY_AGAIN_LATER): refused credentials, a record that kept changing.
+   */
+  REGISTRY_FAILED: 103,
   /** A bug in weft-cni itself. */
   INTERNAL: 199,
 } as const;

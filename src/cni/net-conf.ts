@@ -56,6 +56,38 @@ export interface CniNetConf {
   runtimeConfig?: JsonObject;
   /** The result of the previous ADD, given on CHECK and (from 0.4.0) on DEL. */
   prevResult?: JsonObject;
+  /**
+   * Where to record pods' attachments (`weftRegistry`). Absent: weft-cni records nothing and
+   * behaves exactly as flannel's plugin. Only its shape is checked here; its values are checked
+   * (with the daemons' flag rules) when a call uses it, so a node without it never loads the
+   * registry client.
+   */
+  weftRegistry?: WeftRegistryConf;
+}
+
+/**
+ * The `weftRegistry` section: the registry flags of weft-proxy (`--registry`, `--etcd-*`,
+ * `--registry-prefix`) as JSON fields, plus the node's name.
+ */
+export interface WeftRegistryConf {
+  /** `etcd` (default; the etcd fields apply) or `redis://host[:port][/db]`, as `--registry`. */
+  registry?: string;
+  /** etcd client URLs, as `--etcd-endpoints`. Default `["http://127.0.0.1:2379"]`. */
+  etcdEndpoints?: string[];
+  /** CA bundle for the etcd servers, as `--etcd-cafile`. */
+  etcdCafile?: string;
+  /** Client certificate, as `--etcd-certfile`; needs `etcdKeyfile`. */
+  etcdCertfile?: string;
+  /** Client key, as `--etcd-keyfile`; needs `etcdCertfile`. */
+  etcdKeyfile?: string;
+  /** etcd user, as `--etcd-username`. */
+  etcdUsername?: string;
+  /** etcd password, as `--etcd-password` (the config file is then a secret: mode 0600). */
+  etcdPassword?: string;
+  /** Key prefix of the objects, as `--registry-prefix`. Default `/weft`. */
+  prefix?: string;
+  /** The node the pods run on. Default the host name, lowercased (as kubelet names its node). */
+  nodeName?: string;
 }
 
 const jsonObject = z.record(z.string(), z.unknown());
@@ -98,6 +130,20 @@ const confSchema = z.looseObject({
     .optional(),
   runtimeConfig: jsonObject.optional(),
   prevResult: jsonObject.optional(),
+  // Strict: a misspelt field (say `endpoints`) would otherwise silently mean the default etcd.
+  weftRegistry: z
+    .strictObject({
+      registry: z.string().optional(),
+      etcdEndpoints: z.array(z.string()).optional(),
+      etcdCafile: z.string().optional(),
+      etcdCertfile: z.string().optional(),
+      etcdKeyfile: z.string().optional(),
+      etcdUsername: z.string().optional(),
+      etcdPassword: z.string().optional(),
+      prefix: z.string().optional(),
+      nodeName: z.string().optional(),
+    })
+    .optional(),
 });
 
 function isCidr(text: string): boolean {
@@ -198,6 +244,7 @@ export function parseNetConf(raw: JsonObject): CniNetConf {
     ...(c.ipam ? { ipam: c.ipam } : {}),
     ...(c.runtimeConfig ? { runtimeConfig: c.runtimeConfig } : {}),
     ...(c.prevResult ? { prevResult: c.prevResult } : {}),
+    ...(c.weftRegistry ? { weftRegistry: c.weftRegistry } : {}),
   };
 }
 

@@ -5,6 +5,10 @@
 import { readFile } from 'node:fs/promises';
 import { isWeftError, messageOf } from '../errors/index.js';
 import { parseSubnetEnv, type SubnetEnv } from '../flanneld/subnet-env.js';
+import type { Store } from '../registry/index.js';
+import type * as AttachmentModule from './attachment.js';
+import type { RegistryOpener, RegistryTarget } from './attachment.js';
+import type { PodIdentity } from './cni-args.js';
 import { CniError, CniErrorCodes, toCniError } from './cni-error.js';
 import { parseCallEnv, parseCommand, type CniCallEnv, type Env } from './cni-env.js';
 import { buildDelegateConfig, type DelegateConfig } from './delegate-config.js';
@@ -30,6 +34,13 @@ export interface PluginInput {
   stdin: string;
   /** Runs delegate plugins. Default: {@link execDelegate}, which executes them from CNI_PATH. */
   runDelegate?: DelegateRunner;
+  /**
+   * Opens the registry of the `weftRegistry` section. Default: the daemons' own opener (etcd or
+   * Redis), with short deadlines. Tests pass a memory store.
+   */
+  openRegistry?: RegistryOpener;
+  /** The host name, the default `weftRegistry.nodeName`. Default `os.hostname()`. */
+  hostname?: () => string;
 }
 
 /** What the process should do when the call is over. */
@@ -75,7 +86,15 @@ export async function runPlugin(input: PluginInput): Promise<PluginReply> {
     }
     const call = parseCallEnv(input.env);
     const conf = parseNetConf(decodeStdin(input.stdin));
-    const ctx: CallContext = { call, conf, env: input.env, run: input.runDelegate ?? execDelegate, log };
+    const ctx: CallContext = {
+      call,
+      conf,
+      env: input.env,
+      run: input.runDelegate ?? execDelegate,
+      log,
+      ...(input.openRegistry && { openRegistry: input.openRegistry }),
+      ...(input.hostname && { hostname: input.hostname }),
+    };
     let stdout = '';
     switch (call.command) {
       case 'ADD':
@@ -102,6 +121,53 @@ interface CallContext {
   run: DelegateRunner;
   /** stderr lines, written when the call ends. */
   log: string[];
+  openRegistry?: RegistryOpener;
+  hostname?: () => string;
+}
+
+/** A call that records (or removes) a pod attachment. */
+interface AttachmentCall {
+  mod: typeof AttachmentModule;
+  pod: PodIdentity;
+  target: RegistryTarget;
+  key: string;
+}
+
+/**
+ * The attachment this call is about, or undefined when the config has no `weftRegistry` section
+ * or CNI_ARGS names no pod: then weft-cni behaves as flannel's plugin. The modules are loaded
+ * only here, so such calls never load a registry client. Throws for a bad section or bad
+ * CNI_ARGS before anything is allocated.
+ */
+async function attachmentCall(ctx: CallContext): Promise<AttachmentCall | undefined> {
+  const section = ctx.conf.weftRegistry;
+  if (!section) return undefined;
+  const mod = await import('./attachment.js');
+  const target = mod.registryTarget(section, ctx.hostname);
+  const { parseCniArgs, podIdentity } = await import('./cni-args.js');
+  const pod = podIdentity(parseCniArgs(ctx.env.CNI_ARGS));
+  if (!pod) return undefined;
+  return { mod, pod, target, key: mod.attachmentKey(target, pod) };
+}
+
+/** Runs `fn` with the registry open; closes it whatever happens. Failures become CNI errors. */
+async function withRegistry<T>(
+  ctx: CallContext,
+  att: AttachmentCall,
+  what: string,
+  fn: (store: Store) => Promise<T>,
+): Promise<T> {
+  const { lineLogger } = await import('../log/index.js');
+  const logger = lineLogger('warn', (line) => ctx.log.push(line)).child({ component: 'weft-cni' });
+  let store: Store | undefined;
+  try {
+    store = await (ctx.openRegistry ?? att.mod.openRegistry)(att.target.flags, logger);
+    return await fn(store);
+  } catch (err) {
+    throw att.mod.registryError(`${what} ${att.key}`, err);
+  } finally {
+    await store?.close().catch(() => undefined);
+  }
 }
 
 /**
@@ -164,13 +230,50 @@ async function followUpConfig(ctx: CallContext): Promise<DelegateConfig | undefi
 
 async function cmdAdd(ctx: CallContext): Promise<string> {
   const { conf, call } = ctx;
+  const att = await attachmentCall(ctx);
   const config = buildDelegateConfig(conf, await requireSubnetEnv(conf));
   // Saved before the delegate runs: after a failed ADD the runtime calls DEL, which must undo
   // whatever part of the ADD the delegate did.
   await saveDelegateConfig(conf.dataDir, call.containerId, config);
   const out = await ctx.run({ command: 'ADD', config, env: ctx.env, path: call.path });
   if (out.stderr) ctx.log.push(out.stderr);
-  return `${JSON.stringify(addResult(config.type, out.stdout, conf.cniVersion))}\n`;
+  const result = addResult(config.type, out.stdout, conf.cniVersion);
+  if (att) {
+    try {
+      const value = att.mod.attachmentJson(
+        att.pod,
+        att.target.nodeName,
+        call.containerId,
+        att.mod.resultIps(result),
+      );
+      await withRegistry(ctx, att, 'recording', (store) => att.mod.writeAttachment(store, att.key, value));
+    } catch (err) {
+      // A pod whose address no record announces would be unreachable through Services: fail, so
+      // the runtime retries, and give the address back now rather than hold it until its DEL.
+      await releaseAfterFailedAdd(ctx, config);
+      throw err;
+    }
+  }
+  return `${JSON.stringify(result)}\n`;
+}
+
+/** Undoes the delegate's ADD (best effort: the runtime's DEL after a failed ADD retries it). */
+async function releaseAfterFailedAdd(ctx: CallContext, config: DelegateConfig): Promise<void> {
+  const { conf, call } = ctx;
+  try {
+    const out = await ctx.run({
+      command: 'DEL',
+      config: forFollowUp(config, conf),
+      env: ctx.env,
+      path: call.path,
+    });
+    if (out.stderr) ctx.log.push(out.stderr);
+    await removeDelegateConfig(conf.dataDir, call.containerId);
+  } catch (err) {
+    ctx.log.push(
+      `weft-cni: ADD ${call.containerId}: releasing after the failure failed too: ${messageOf(err)}\n`,
+    );
+  }
 }
 
 /** The delegate's result, checked to be a result of this call's version. */
@@ -200,6 +303,19 @@ function addResult(type: string, stdout: string, cniVersion: string): JsonObject
 
 async function cmdDel(ctx: CallContext): Promise<void> {
   const { conf, call } = ctx;
+  const att = await attachmentCall(ctx);
+  if (att) {
+    // First, and failing the DEL when the registry cannot be reached: the address must not be
+    // released (and given to another pod) while a record still announces it for this one.
+    const outcome = await withRegistry(ctx, att, 'removing', (store) =>
+      att.mod.removeAttachment(store, att.key, call.containerId),
+    );
+    if (outcome === 'other-container') {
+      ctx.log.push(
+        `weft-cni: DEL ${call.containerId}: ${att.key} belongs to another container of the pod; left in place\n`,
+      );
+    }
+  }
   const config = await followUpConfig(ctx);
   if (config) {
     const out = await ctx.run({
@@ -229,6 +345,19 @@ async function cmdCheck(ctx: CallContext): Promise<void> {
     );
   }
   if (!conf.prevResult) throw configFieldError('prevResult', 'is required for CHECK');
+  const att = await attachmentCall(ctx);
+  if (att) {
+    const current = await withRegistry(ctx, att, 'checking', (store) => store.get(att.key));
+    const owner = current && att.mod.storedContainerId(current.value);
+    if (owner !== call.containerId) {
+      throw new CniError(
+        CniErrorCodes.REGISTRY_FAILED,
+        current
+          ? `weftRegistry: ${att.key} belongs to container ${JSON.stringify(owner ?? '?')}, not to ${call.containerId}`
+          : `weftRegistry: ${att.key} is missing (container ${call.containerId})`,
+      );
+    }
+  }
   const config = (await followUpConfig(ctx)) ?? buildDelegateConfig(conf, await requireSubnetEnv(conf));
   const out = await ctx.run({
     command: 'CHECK',

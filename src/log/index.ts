@@ -32,3 +32,14 @@ export function componentLogger(component: string, bindings: Record<string, unkn
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });
 }
+
+/**
+ * A logger whose JSON lines go to `write` rather than stdout: for a program whose stdout is a
+ * protocol (weft-cni prints its result there) and whose diagnostics are collected (stderr).
+ */
+export function lineLogger(level: string, write: (line: string) => void): Logger {
+  return pino(
+    { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
+    { write: (line: string) => write(line) },
+  );
+}

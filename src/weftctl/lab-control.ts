@@ -16,6 +16,12 @@ import { monotonicMs } from '../clock/index.js';
 import { ErrorCodes, WeftError, messageOf } from '../errors/index.js';
 import { processAlive } from '../exec/index.js';
 import {
+  dns1123LabelProblem,
+  ianaSvcNameProblem,
+  labelValueProblem,
+  qualifiedNameProblem,
+} from '../k8s/index.js';
+import {
   LAB_RUN_ENV,
   labPlace,
   listRuns,
@@ -238,14 +244,111 @@ export async function labDown(run: LabRunEntry, stateDir: string): Promise<LabDo
   return { runId: state.runId, graceful, removed, left };
 }
 
-/** Adds a pod through the supervisor (weft-cni ADD on the node). */
-export async function labPodAdd(state: LabRunState, node: string, name: string): Promise<LabPodState> {
-  const place = labPlace(state, node);
-  const r = await supervisorRequest(state.socket, 'POST', '/pods', { node: place.name, name }, 90_000);
-  if (r.status !== 200) {
-    const msg = (r.body as { error?: string } | undefined)?.error ?? JSON.stringify(r.body);
-    throw labError(`lab ${state.runId}: pod add ${place.name}/${name}: ${msg}`);
+/** A container port of a lab pod, as `--port [name:]port[/tcp|/udp]` gives it. */
+export interface LabPodPort {
+  name?: string;
+  containerPort: number;
+  protocol?: 'TCP' | 'UDP';
+}
+
+/** What `lab pod add` declares besides the node and name. */
+export interface LabPodSpec {
+  labels?: Record<string, string>;
+  ports?: LabPodPort[];
+  namespace?: string;
+}
+
+function argError(flag: string, message: string): WeftError {
+  return new WeftError(ErrorCodes.INVALID_ARGUMENT, `flag --${flag}: ${message}`, {
+    object: 'flag',
+    field: `--${flag}`,
+  });
+}
+
+/** At most this many labels from `--labels` (kube has no limit; a command line does not need more). */
+export const MAX_LAB_POD_LABELS = 64;
+
+/**
+ * `--labels k=v,k2=v2` as kubectl run reads it, each key and value checked with the API server's
+ * label rules. Throws INVALID_ARGUMENT naming the flag.
+ */
+export function parseLabelsFlag(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const pairs = text.split(',');
+  if (pairs.length > MAX_LAB_POD_LABELS) throw argError('labels', `more than ${MAX_LAB_POD_LABELS} labels`);
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq < 0) throw argError('labels', `${JSON.stringify(pair)} is not key=value`);
+    const key = pair.slice(0, eq);
+    const value = pair.slice(eq + 1);
+    const keyProblem = qualifiedNameProblem(key);
+    if (keyProblem) throw argError('labels', `key ${JSON.stringify(key)} ${keyProblem}`);
+    const valueProblem = labelValueProblem(value);
+    if (valueProblem) throw argError('labels', `value ${JSON.stringify(value)} of ${key} ${valueProblem}`);
+    if (Object.hasOwn(out, key)) throw argError('labels', `key ${key} is given twice`);
+    out[key] = value;
   }
+  return out;
+}
+
+/** One `--port [name:]port[/tcp|/udp]`; throws INVALID_ARGUMENT naming the flag. */
+export function parsePortFlag(text: string): LabPodPort {
+  const m = /^(?:([^:]*):)?(\d{1,5})(?:\/(tcp|udp))?$/i.exec(text);
+  if (!m) throw argError('port', `${JSON.stringify(text)} is not [name:]port[/tcp|/udp]`);
+  const [, name, portText, proto] = m;
+  const containerPort = Number(portText);
+  if (containerPort < 1 || containerPort > 65535)
+    throw argError('port', `${containerPort} is not in 1..65535`);
+  if (name !== undefined) {
+    const problem = ianaSvcNameProblem(name);
+    if (problem) throw argError('port', `name ${JSON.stringify(name)} ${problem}`);
+  }
+  return {
+    ...(name ? { name } : {}),
+    containerPort,
+    ...(proto ? { protocol: proto.toUpperCase() as 'TCP' | 'UDP' } : {}),
+  };
+}
+
+/** `--namespace`: a DNS-1123 label. */
+export function checkPodNamespace(namespace: string): string {
+  const problem = dns1123LabelProblem(namespace);
+  if (problem) throw argError('namespace', `${JSON.stringify(namespace)} ${problem}`);
+  return namespace;
+}
+
+function supervisorError(state: LabRunState, what: string, body: unknown): WeftError {
+  const msg = (body as { error?: string } | undefined)?.error ?? JSON.stringify(body);
+  return labError(`lab ${state.runId}: ${what}: ${msg}`);
+}
+
+/**
+ * Adds a pod through the supervisor: its Pod object declared (labels, ports) in the lab's etcd,
+ * then weft-cni ADD on the node, which records its attachment.
+ */
+export async function labPodAdd(
+  state: LabRunState,
+  node: string,
+  name: string,
+  spec: LabPodSpec = {},
+): Promise<LabPodState> {
+  const place = labPlace(state, node);
+  const r = await supervisorRequest(
+    state.socket,
+    'POST',
+    '/pods',
+    { node: place.name, name, ...spec },
+    90_000,
+  );
+  if (r.status !== 200) throw supervisorError(state, `pod add ${place.name}/${name}`, r.body);
+  return r.body as LabPodState;
+}
+
+/** Removes a pod through the supervisor: weft-cni DEL, its namespace, its Pod object. */
+export async function labPodDel(state: LabRunState, node: string, name: string): Promise<LabPodState> {
+  const place = labPlace(state, node);
+  const r = await supervisorRequest(state.socket, 'POST', '/pods/del', { node: place.name, name }, 90_000);
+  if (r.status !== 200) throw supervisorError(state, `pod del ${place.name}/${name}`, r.body);
   return r.body as LabPodState;
 }
 

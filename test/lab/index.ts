@@ -11,3 +11,4 @@ export * from './pods.js';
 export * from './lab.js';
 export * from './flanneld.js';
 export * from './proxy.js';
+export * from './controller.js';

@@ -26,6 +26,7 @@ import {
 import { join, resolve } from 'node:path';
 import { ErrorCodes, WeftError, messageOf } from '../../src/errors/index.js';
 import { processAlive } from '../../src/exec/index.js';
+import { dns1123LabelProblem, podKey } from '../../src/k8s/index.js';
 import {
   run,
   startProcess as startManaged,
@@ -48,7 +49,11 @@ import { prepareCniBin, resolvePluginMain, WEFT_CNI_TYPE } from './cni-plugin.js
 import {
   CNI_NETWORK,
   CNI_VERSION,
+  DEFAULT_POD_NAMESPACE,
+  LAB_REGISTRY_PREFIX,
   POD_NAME_RE,
+  podCniArgs,
+  podObject,
   TCP_CLIENT_JS,
   TCP_RESPONDER_JS,
   parseAddResult,
@@ -318,10 +323,11 @@ export class Lab {
   readonly #processNetns = new Map<ManagedProcess, string>();
   readonly #pods: LabPod[] = [];
   /**
-   * Per pod: the network config it was added with, for its DEL, and when addPod was called,
-   * so `pods` lists concurrent adds in call order rather than in whichever order ADD finished.
+   * Per pod: the network config and CNI_ARGS it was added with, for its DEL, and when addPod was
+   * called, so `pods` lists concurrent adds in call order rather than in whichever order ADD
+   * finished.
    */
-  readonly #podInfo = new Map<LabPod, { conf: Record<string, unknown>; seq: number }>();
+  readonly #podInfo = new Map<LabPod, { conf: Record<string, unknown>; args: string; seq: number }>();
   #podSeq = 0;
   /** `node/name` of pods being added, so two adds of one name cannot race. */
   readonly #podsPending = new Set<string>();
@@ -694,6 +700,8 @@ export class Lab {
       dataDir: join(base, 'cni-data'),
       ipam: { dataDir: join(base, 'ipam') },
       delegate: {},
+      // weft-cni records each pod's attachment where weft-proxy (and weft-controller) read.
+      weftRegistry: { etcdEndpoints: this.etcdEndpoints, prefix: LAB_REGISTRY_PREFIX, nodeName: n.name },
     };
   }
 
@@ -740,6 +748,7 @@ export class Lab {
           CNI_NETNS: podNetns ? `/run/netns/${podNetns}` : '',
           CNI_IFNAME: opts.ifname ?? 'eth0',
           CNI_PATH: binDir,
+          ...(opts.args !== undefined ? { CNI_ARGS: opts.args } : {}),
         },
         input: JSON.stringify(opts.conf ?? this.cniConfig(n)),
         allowFail: true,
@@ -759,11 +768,17 @@ export class Lab {
   }
 
   /**
-   * Add a pod to a node as a runtime would: a namespace `<run>-n<K>-<name>`, then weft-cni ADD
-   * in the node's namespace with the node's config ({@link cniConfig}). The node's subnet.env
-   * ({@link subnetEnvPath}) must exist by then. When ADD fails, DEL is run and the namespace
-   * removed (a runtime cleans up the same way), and the promise rejects with WeftError LAB whose
-   * `details` hold the CNI error (`cniCode`, `cniMsg`) and the plugin's stderr.
+   * Add a pod to a node as a runtime would: its Pod object declared in the lab's etcd (labels,
+   * `spec.nodeName`, container ports; {@link podObject}) under {@link LAB_REGISTRY_PREFIX}, a
+   * namespace `<run>-n<K>-<name>`, then weft-cni ADD in the node's namespace with the node's
+   * config ({@link cniConfig}) and the CNI_ARGS kubelet passes, so weft-cni records the pod's
+   * attachment. The node's subnet.env ({@link subnetEnvPath}) must exist by then. When ADD fails,
+   * DEL is run, the namespace removed and the Pod object withdrawn (a runtime cleans up the same
+   * way), and the promise rejects with WeftError LAB whose `details` hold the CNI error (`cniCode`,
+   * `cniMsg`) and the plugin's stderr.
+   *
+   * The Kubernetes name is `name`: pods of one name on several nodes (tests of the overlay do that)
+   * share one Pod object, the last declared; removing one declares the remaining one's again.
    */
   async addPod(node: string | LabNode, name: string, opts: AddPodOptions = {}): Promise<LabPod> {
     if (this.#teardown) throw labError(`lab ${this.runId} is torn down`);
@@ -773,6 +788,10 @@ export class Lab {
         field: 'name',
       });
     }
+    const namespace = opts.namespace ?? DEFAULT_POD_NAMESPACE;
+    const nsProblem = dns1123LabelProblem(namespace);
+    if (nsProblem)
+      throw labError(`pod namespace ${JSON.stringify(namespace)} ${nsProblem}`, { field: 'namespace' });
     const label = `${n.name}/${name}`;
     if (this.#podsPending.has(label) || this.#pods.some((p) => podLabel(p) === label)) {
       throw labError(`lab ${this.runId} has a pod ${label} already`, { pod: label });
@@ -785,13 +804,19 @@ export class Lab {
       const netns = netnsName(this.runId, `${n.netns.slice(this.runId.length + 1)}-${name}`);
       const ifname = opts.ifname ?? 'eth0';
       const conf = { ...this.cniConfig(n), ...opts.conf };
+      const containerId = opts.containerId ?? `${this.runId}-${n.name}-${name}`;
       const call: CniCallOptions = {
-        containerId: opts.containerId ?? `${this.runId}-${n.name}-${name}`,
+        containerId,
         netns,
         ifname,
         conf,
+        args: podCniArgs(namespace, name, containerId),
         timeoutMs: opts.timeoutMs,
       };
+      const labels = { ...opts.labels };
+      const ports = [...(opts.ports ?? [])];
+      const identity = { namespace, name, node: n.name };
+      await this.#putPodObject(identity, labels, ports);
       let added: AddedAddress;
       try {
         await this.#netns(netns);
@@ -801,10 +826,14 @@ export class Lab {
       } catch (err) {
         await this.cni(n, 'DEL', { ...call, timeoutMs: TEARDOWN_DEL_TIMEOUT_MS }).catch(() => undefined);
         await this.#dropNetns(netns);
+        await this.#withdrawPodObject(identity).catch(() => undefined);
         throw err;
       }
       const pod: LabPod = {
         name,
+        namespace,
+        labels,
+        ports,
         node: n.name,
         netns,
         ip: added.ip,
@@ -814,7 +843,7 @@ export class Lab {
         containerId: call.containerId,
         result: added.result,
       };
-      this.#podInfo.set(pod, { conf, seq });
+      this.#podInfo.set(pod, { conf, args: call.args ?? '', seq });
       this.#pods.push(pod);
       this.#pods.sort((x, y) => (this.#podInfo.get(x)?.seq ?? 0) - (this.#podInfo.get(y)?.seq ?? 0));
       return pod;
@@ -825,8 +854,9 @@ export class Lab {
 
   /**
    * Remove a pod as a runtime would: stop the lab's processes in it, weft-cni DEL (with its ADD
-   * result as prevResult), then delete its namespace. When DEL fails the promise rejects
-   * (WeftError LAB) and the pod stays, for a retry or for teardown. Removing a pod that is
+   * result as prevResult and its CNI_ARGS, so its attachment record goes), delete its namespace,
+   * then its Pod object (see {@link addPod} for pods sharing a name). When DEL fails the promise
+   * rejects (WeftError LAB) and the pod stays, for a retry or for teardown. Removing a pod that is
    * already gone does nothing.
    */
   async removePod(pod: LabPod): Promise<void> {
@@ -840,17 +870,61 @@ export class Lab {
     await this.#dropNetns(known.netns);
     this.#pods.splice(this.#pods.indexOf(known), 1);
     this.#podInfo.delete(known);
+    await this.#withdrawPodObject(known);
   }
 
-  #delPod(pod: LabPod, timeoutMs: number): Promise<RunResult> {
-    const conf = this.#podInfo.get(pod)?.conf ?? this.cniConfig(pod.node);
+  #delPod(pod: LabPod, timeoutMs: number, registry = true): Promise<RunResult> {
+    const info = this.#podInfo.get(pod);
+    const conf: Record<string, unknown> = {
+      ...(info?.conf ?? this.cniConfig(pod.node)),
+      prevResult: pod.result,
+    };
+    if (!registry) delete conf.weftRegistry;
     return this.cni(pod.node, 'DEL', {
       containerId: pod.containerId,
       netns: pod.netns,
       ifname: pod.ifname,
-      conf: { ...conf, prevResult: pod.result },
+      conf,
+      ...(info?.args ? { args: info.args } : {}),
       timeoutMs,
     });
+  }
+
+  /** The registry key of a pod's Pod object. */
+  podKey(pod: { namespace: string; name: string }): string {
+    return podKey(LAB_REGISTRY_PREFIX, pod.namespace, pod.name);
+  }
+
+  /** Writes a Pod object to the lab's etcd (from the underlay namespace). */
+  async #putPodObject(
+    pod: { namespace: string; name: string; node: string },
+    labels: Readonly<Record<string, string>>,
+    ports: LabPod['ports'],
+  ): Promise<void> {
+    const r = await this.etcdctl('underlay', ['put', this.podKey(pod)], {
+      input: JSON.stringify(podObject(pod, labels, ports)),
+      allowFail: true,
+    });
+    if (r.code !== 0) {
+      throw labError(`declaring pod ${pod.namespace}/${pod.name} in etcd failed: ${r.stderr.trim()}`, {
+        key: this.podKey(pod),
+      });
+    }
+  }
+
+  /**
+   * Deletes a removed pod's Pod object, unless another pod of the lab has the same namespace and
+   * name (on another node): that one's object is declared again instead.
+   */
+  async #withdrawPodObject(pod: { namespace: string; name: string }): Promise<void> {
+    const heir = [...this.#pods].reverse().find((p) => p.namespace === pod.namespace && p.name === pod.name);
+    if (heir) return this.#putPodObject(heir, heir.labels, heir.ports);
+    const r = await this.etcdctl('underlay', ['del', this.podKey(pod)], { allowFail: true });
+    if (r.code !== 0) {
+      throw labError(`deleting pod ${pod.namespace}/${pod.name} from etcd failed: ${r.stderr.trim()}`, {
+        key: this.podKey(pod),
+      });
+    }
   }
 
   async #dropNetns(netns: string): Promise<void> {
@@ -1171,12 +1245,16 @@ export class Lab {
     const servers = new Set([...this.etcd.map((s) => s.process), this.redis?.process]);
     const running = this.processes();
     await Promise.allSettled(running.filter((p) => !servers.has(p)).map((p) => p.stop(STOP_GRACE_MS)));
-    await Promise.allSettled(running.filter((p) => servers.has(p)).map((p) => p.kill()));
 
-    // DEL before the namespaces go, as a runtime would, so the plugin's clean-up path runs. Best
-    // effort: deleting the namespaces and the run dir below undoes whatever DEL leaves.
+    // DEL before the namespaces go, as a runtime would, so the plugin's clean-up path runs, and
+    // before etcd goes, since DEL removes the pod's attachment record first (and fails while the
+    // registry is unreachable). With etcd already down (a test stopped it), DEL goes without the
+    // registry rather than wait out its timeout. Best effort: deleting the namespaces and the
+    // run dir below undoes whatever DEL leaves.
     const pods = [...this.#pods];
-    await Promise.allSettled(pods.map((p) => this.#delPod(p, TEARDOWN_DEL_TIMEOUT_MS)));
+    const registryUp = this.etcd.some((e) => e.process?.running);
+    await Promise.allSettled(pods.map((p) => this.#delPod(p, TEARDOWN_DEL_TIMEOUT_MS, registryUp)));
+    await Promise.allSettled(running.filter((p) => servers.has(p)).map((p) => p.kill()));
 
     let namespaces = [...this.#namespaces];
     try {

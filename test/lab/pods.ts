@@ -7,8 +7,14 @@ import { ErrorCodes, WeftError } from '../../src/errors/index.js';
 
 /** A pod: a namespace of its own, wired into its node by weft-cni ADD. */
 export interface LabPod {
-  /** The pod's name, unique on its node. */
+  /** The pod's name, unique on its node; also its Kubernetes name. */
   readonly name: string;
+  /** Its Kubernetes namespace (not a network namespace: that is `netns`). Default `default`. */
+  readonly namespace: string;
+  /** The labels of its Pod object. */
+  readonly labels: Readonly<Record<string, string>>;
+  /** The container ports of its Pod object. */
+  readonly ports: readonly LabContainerPort[];
   /** The name of the node it runs on (`node1`). */
   readonly node: string;
   /** Its namespace, `<run>-n<K>-<name>`, so teardown and crash clean-up find it by run id. */
@@ -26,8 +32,23 @@ export interface LabPod {
   readonly result: Readonly<Record<string, unknown>>;
 }
 
+/** A container port of a lab pod's Pod object. */
+export interface LabContainerPort {
+  /** An IANA_SVC_NAME, for Services whose targetPort names it. */
+  name?: string;
+  containerPort: number;
+  /** Default TCP. */
+  protocol?: 'TCP' | 'UDP';
+}
+
 /** Options of {@link Lab.addPod}. */
 export interface AddPodOptions {
+  /** Labels of the Pod object the lab declares (Services select pods by them). Default none. */
+  labels?: Readonly<Record<string, string>>;
+  /** Container ports of the Pod object. Default none. */
+  ports?: readonly LabContainerPort[];
+  /** Kubernetes namespace of the Pod object (and of K8S_POD_NAMESPACE). Default `default`. */
+  namespace?: string;
   /** CNI_IFNAME: the pod's interface. Default `eth0`. */
   ifname?: string;
   /** CNI_CONTAINERID. Default `<run>-<node>-<name>`. */
@@ -50,6 +71,8 @@ export interface CniCallOptions {
   ifname?: string;
   /** The whole network config on stdin. Default: the node's, {@link Lab.cniConfig}. */
   conf?: Record<string, unknown>;
+  /** CNI_ARGS (`K=V;K=V`). Default none. */
+  args?: string;
   /** Kill the plugin after this many milliseconds. Default 30 000. */
   timeoutMs?: number;
 }
@@ -87,6 +110,56 @@ export interface TcpRequestOptions {
 
 /** Pod names: DNS-label-like and short, since they become part of a namespace name. */
 export const POD_NAME_RE = /^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$/;
+
+/** The registry prefix of the lab's objects: weft-proxy's default, which ProxyCluster uses. */
+export const LAB_REGISTRY_PREFIX = '/weft';
+
+/** The namespace of a lab pod's Pod object unless told otherwise. */
+export const DEFAULT_POD_NAMESPACE = 'default';
+
+/**
+ * The v1 Pod the lab declares for a pod: labels, `spec.nodeName` and one container with the
+ * ports, as `kubectl run` would write it (minus status: the attachment weft-cni records gives the
+ * address). Not validated here, so a test can declare a hostile pod on purpose.
+ */
+export function podObject(
+  pod: { namespace: string; name: string; node: string },
+  labels: Readonly<Record<string, string>>,
+  ports: readonly LabContainerPort[],
+): Record<string, unknown> {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      namespace: pod.namespace,
+      name: pod.name,
+      ...(Object.keys(labels).length ? { labels: { ...labels } } : {}),
+    },
+    spec: {
+      nodeName: pod.node,
+      containers: [
+        {
+          name: 'main',
+          image: 'weft-lab/responder',
+          ...(ports.length
+            ? {
+                ports: ports.map((p) => ({
+                  ...(p.name ? { name: p.name } : {}),
+                  containerPort: p.containerPort,
+                  protocol: p.protocol ?? 'TCP',
+                })),
+              }
+            : {}),
+        },
+      ],
+    },
+  };
+}
+
+/** The CNI_ARGS a Kubernetes runtime passes for a pod. */
+export function podCniArgs(namespace: string, name: string, containerId: string): string {
+  return `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=${containerId}`;
+}
 
 /** The CNI network name of every lab node's config; host-local keys reservations by it. */
 export const CNI_NETWORK = 'weft';

@@ -4,7 +4,8 @@
  * (so cleanupStale removes them once it is dead), so a lab that outlives `lab up` needs a
  * process of its own: this one. It creates the lab, starts weft-flanneld and weft-proxy on every
  * node, keeps the state file `<state dir>/<run>.json` current, and serves `GET /state`,
- * `POST /pods` and `POST /down` on `<state dir>/<run>.sock`. SIGTERM or SIGINT tear down too.
+ * `POST /pods` (`{node, name, labels?, ports?, namespace?}`), `POST /pods/del` (`{node, name}`) and
+ * `POST /down` on `<state dir>/<run>.sock`. SIGTERM or SIGINT tear down too.
  *
  *   node dist/test/lab/supervisor.js --state-dir DIR --nodes N --etcd-members 1|3
  *        [--no-daemons] [--start-log FILE]
@@ -17,6 +18,7 @@ import { overlayAddress, runFiles, writeRunState, type LabRunState } from '../..
 import { FlannelCluster } from './flanneld.js';
 import { Lab, type LabNode } from './lab.js';
 import { newRunId } from './netns.js';
+import type { AddPodOptions, LabContainerPort } from './pods.js';
 import { ProxyCluster } from './proxy.js';
 
 const DAEMON_READY_TIMEOUT_MS = 90_000;
@@ -36,6 +38,30 @@ function leaseOf(lab: Lab, node: LabNode): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The Pod object's fields of a `POST /pods` body, kept only when they have the right shape
+ * (weftctl checked them against the API server's rules already).
+ */
+function podSpec(body: Record<string, unknown>): AddPodOptions {
+  const out: AddPodOptions = {};
+  const labels = body.labels;
+  if (labels && typeof labels === 'object' && !Array.isArray(labels)) {
+    const entries = Object.entries(labels).filter((e): e is [string, string] => typeof e[1] === 'string');
+    out.labels = Object.fromEntries(entries);
+  }
+  if (Array.isArray(body.ports)) {
+    out.ports = (body.ports as unknown[])
+      .filter((p): p is LabContainerPort => typeof (p as LabContainerPort | null)?.containerPort === 'number')
+      .map((p) => ({
+        ...(typeof p.name === 'string' && p.name ? { name: p.name } : {}),
+        containerPort: p.containerPort,
+        ...(p.protocol === 'UDP' || p.protocol === 'TCP' ? { protocol: p.protocol } : {}),
+      }));
+  }
+  if (typeof body.namespace === 'string') out.namespace = body.namespace;
+  return out;
 }
 
 async function main(): Promise<void> {
@@ -136,8 +162,20 @@ async function main(): Promise<void> {
         if (!lab || state.phase !== 'ready') return reply(409, { error: `lab ${runId} is ${state.phase}` });
         const node = state.nodes.find((n) => n.name === body.node || n.alias === body.node);
         if (!node) return reply(404, { error: `lab ${runId} has no node ${String(body.node)}` });
-        const pod = await lab.addPod(node.name, String(body.name));
+        const pod = await lab.addPod(node.name, String(body.name), podSpec(body));
         log(`pod ${pod.node}/${pod.name} ${pod.ip} in ${pod.netns}`);
+        describe(lab);
+        save();
+        return reply(200, { node: pod.node, name: pod.name, netns: pod.netns, ip: pod.ip });
+      }
+      if (req.method === 'POST' && req.url === '/pods/del') {
+        if (!lab || state.phase !== 'ready') return reply(409, { error: `lab ${runId} is ${state.phase}` });
+        const node = state.nodes.find((n) => n.name === body.node || n.alias === body.node);
+        const pod = node && lab.pods.find((p) => p.node === node.name && p.name === body.name);
+        if (!pod)
+          return reply(404, { error: `lab ${runId} has no pod ${String(body.node)}/${String(body.name)}` });
+        await lab.removePod(pod);
+        log(`pod ${pod.node}/${pod.name} removed`);
         describe(lab);
         save();
         return reply(200, { node: pod.node, name: pod.name, netns: pod.netns, ip: pod.ip });

@@ -1,7 +1,16 @@
 /** weftctl's lab commands: the test lab (test/lab) as a tool for people. */
-import { boolFlag, choiceFlag, defineFlags, intFlag, stringFlag } from '../../cli/flag-parser.js';
+import { boolFlag, choiceFlag, defineFlags, intFlag, listFlag, stringFlag } from '../../cli/flag-parser.js';
 import { UsageError, defineCommand, expectArgs, type Command } from '../command.js';
-import { labClean, labDown, labExec, labPodAdd, labUp } from '../lab-control.js';
+import {
+  labClean,
+  labDown,
+  labExec,
+  labPodAdd,
+  labPodDel,
+  labUp,
+  parseLabelsFlag,
+  parsePortFlag,
+} from '../lab-control.js';
 import { LAB_RUN_ENV, labStateDir, listRuns, resolveRun, type LabRunState } from '../lab-state.js';
 import { formatAge, formatTable } from '../output.js';
 
@@ -35,6 +44,22 @@ const RUN_FLAGS = defineFlags({
     name: 'run',
     metavar: '<run>',
     description: 'The lab (run id or its last part); needed only when several labs run.',
+    env: false,
+  }),
+});
+
+const POD_ADD_FLAGS = defineFlags({
+  ...RUN_FLAGS,
+  labPodLabels: stringFlag({
+    name: 'labels',
+    metavar: '<k=v,...>',
+    description: "Labels of the pod's Pod object, comma-separated, as kubectl run takes them.",
+    env: false,
+  }),
+  labPodPorts: listFlag({
+    name: 'port',
+    metavar: '<[name:]port[/udp]>',
+    description: 'A container port of the pod (repeatable); a name lets a Service target it by name.',
     env: false,
   }),
 });
@@ -175,16 +200,38 @@ const exec = defineCommand({
 
 const podAdd = defineCommand({
   words: ['lab', 'pod', 'add'],
-  summary: 'Add a pod to a node through weft-cni and print its address.',
-  usage: 'NODE NAME',
-  description: `The pod gets its own namespace; reach it with "weftctl lab exec NODE/NAME -- ...". ${USAGE_RUN.replace('RUN', '--run')}`,
-  flags: RUN_FLAGS,
+  summary: 'Add a pod to a node: declare its Pod object, wire it through weft-cni, print its address.',
+  usage: 'NODE NAME [--labels k=v,k2=v2] [--port [name:]port]...',
+  description:
+    "The Pod object (labels, node, container ports; namespace default) goes to the lab's etcd and\n" +
+    'weft-cni records the address it got, so Services that select its labels reach it. The pod\n' +
+    `gets its own namespace; reach it with "weftctl lab exec NODE/NAME -- ...". ${USAGE_RUN.replace('RUN', '--run')}`,
+  flags: POD_ADD_FLAGS,
   async run(ctx, flags, args) {
     expectArgs(args, 2, 2, 'NODE NAME');
+    const labels = flags.labPodLabels !== undefined ? parseLabelsFlag(flags.labPodLabels) : undefined;
+    const ports = flags.labPodPorts.map(parsePortFlag);
     const run = pickRun(ctx.io.env, flags.labRun);
-    const pod = await labPodAdd(run.state, args[0] as string, args[1] as string);
+    const pod = await labPodAdd(run.state, args[0] as string, args[1] as string, {
+      ...(labels && { labels }),
+      ...(ports.length && { ports }),
+    });
     ctx.print(pod, (p) => `pod ${p.node}/${p.name}: ${p.ip} (namespace ${p.netns})\n`);
   },
 });
 
-export const labCommands: Command[] = [up, down, labStatus, clean, exec, podAdd];
+const podDel = defineCommand({
+  words: ['lab', 'pod', 'del'],
+  summary: 'Remove a pod: weft-cni DEL, its namespace and its Pod object.',
+  usage: 'NODE NAME',
+  description: USAGE_RUN.replace('RUN', '--run'),
+  flags: RUN_FLAGS,
+  async run(ctx, flags, args) {
+    expectArgs(args, 2, 2, 'NODE NAME');
+    const run = pickRun(ctx.io.env, flags.labRun);
+    const pod = await labPodDel(run.state, args[0] as string, args[1] as string);
+    ctx.print(pod, (p) => `pod ${p.node}/${p.name} removed\n`);
+  },
+});
+
+export const labCommands: Command[] = [up, down, labStatus, clean, exec, podAdd, podDel];

@@ -97,6 +97,47 @@ t.test('lab up, use, down', async (t) => {
   t.equal(dup.code, 1);
   t.match(dup.stderr, /has a pod node2\/web already/);
 
+  // A labelled pod with ports: its Pod object and its attachment are in the lab's etcd.
+  const api = await weftctl(
+    ...['lab', 'pod', 'add', 'n1', 'api', '--labels', 'app=api,tier=back', '--port', 'http:8080'],
+    ...['--port', '9090/udp'],
+  );
+  t.equal(api.code, 0, api.stderr);
+  const apiIp = /^pod node1\/api: (10\.244\.\d+\.\d+) /m.exec(api.stdout)?.[1];
+  const etcdGet = async (key: string) => {
+    const r = await weftctl(
+      ...['lab', 'exec', 'underlay', '--', 'sh', '-c'],
+      `ETCDCTL_API=3 etcdctl --endpoints "$WEFTCTL_ETCD_ENDPOINTS" get --print-value-only ${key}`,
+    );
+    return r.stdout.trim() ? (JSON.parse(r.stdout) as Record<string, unknown>) : undefined;
+  };
+  t.match(await etcdGet('/weft/pods/default/api'), {
+    metadata: { name: 'api', namespace: 'default', labels: { app: 'api', tier: 'back' } },
+    spec: {
+      nodeName: 'node1',
+      containers: [
+        {
+          ports: [
+            { name: 'http', containerPort: 8080, protocol: 'TCP' },
+            { containerPort: 9090, protocol: 'UDP' },
+          ],
+        },
+      ],
+    },
+  });
+  t.match(await etcdGet('/weft/podattachments/default/api'), { node: 'node1', ips: [apiIp] });
+  const badLabels = await weftctl('lab', 'pod', 'add', 'n1', 'x', '--labels', 'app=a b');
+  t.equal(badLabels.code, 2, 'a bad label is misuse');
+  t.match(badLabels.stderr, /flag --labels: value "a b" of app must/);
+  const del = await weftctl('lab', 'pod', 'del', 'n1', 'api');
+  t.equal(del.code, 0, del.stderr);
+  t.match(del.stdout, /^pod node1\/api removed$/m);
+  t.equal(await etcdGet('/weft/pods/default/api'), undefined, 'Pod object gone');
+  t.equal(await etcdGet('/weft/podattachments/default/api'), undefined, 'attachment gone');
+  const delAgain = await weftctl('lab', 'pod', 'del', 'n1', 'api');
+  t.equal(delAgain.code, 1);
+  t.match(delAgain.stderr, /has no pod node1\/api/);
+
   // weftctl inside the lab finds its etcd by itself.
   const leases = await weftctl('lab', 'exec', 'n1', '--', 'weftctl', 'status', '-o', 'json');
   t.equal(leases.code, 0, `status inside the lab: ${leases.stdout}${leases.stderr}`);
