@@ -599,10 +599,10 @@ export class SliceController {
       this.#metrics.latency.observe((this.#clock.now() - seenAt) / 1000);
       return;
     }
-    if (outcome === 'fenced') {
+    // Fenced: the election key no longer holds this term. The elector notices at its next
+    // renewal and ends the term (which drops the queue); until then the Service waits its backoff.
+    if (outcome === 'fenced')
       this.#o.log.info({ service: id }, 'slice write fenced off: no longer the leader');
-      return;
-    }
     this.#retry(id, seenAt, term);
   }
 
