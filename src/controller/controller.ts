@@ -204,12 +204,18 @@ export class SliceController {
   #started = false;
   #stopped = false;
   #idleWaiters: Array<() => void> = [];
+  #lastSyncAt: number | undefined;
 
   constructor(opts: SliceControllerOptions) {
     this.#o = opts;
     this.#clock = opts.clock ?? monotonicClock;
     this.#concurrency = Math.max(1, opts.concurrency ?? 5);
     this.#metrics = new LoopMetrics(opts.metrics, () => this.#queue.depth);
+  }
+
+  /** When the last sync of a Service ended well (ms since the epoch, for status records). */
+  get lastSyncAt(): number | undefined {
+    return this.#lastSyncAt;
   }
 
   /** Services waiting to be synced. */
@@ -583,18 +589,20 @@ export class SliceController {
     const plan = this.#plan(id);
     if (plan.create.length + plan.update.length + plan.delete.length === 0) {
       this.#retries.delete(id);
+      this.#lastSyncAt = Date.now();
       return;
     }
     const outcome = await this.#apply(id, plan, fence.guard, term);
     if (outcome === 'ok') {
       this.#retries.delete(id);
+      this.#lastSyncAt = Date.now();
       this.#metrics.latency.observe((this.#clock.now() - seenAt) / 1000);
       return;
     }
-    if (outcome === 'fenced') {
+    // Fenced: the election key no longer holds this term. The elector notices at its next
+    // renewal and ends the term (which drops the queue); until then the Service waits its backoff.
+    if (outcome === 'fenced')
       this.#o.log.info({ service: id }, 'slice write fenced off: no longer the leader');
-      return;
-    }
     this.#retry(id, seenAt, term);
   }
 

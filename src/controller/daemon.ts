@@ -136,7 +136,8 @@ export class WeftController {
             leaseSeconds: Math.max(1, Math.ceil(config.leaseDurationMs / 1000)),
             renewDeadlineSeconds: config.renewDeadlineMs / 1000,
             retryPeriodMs: config.retryPeriodMs,
-            log: this.#component('election'),
+            // The elector names its own component.
+            log: this.#root,
             onChange: (leader) => this.#onLeadership(leader),
           })
         : undefined;
@@ -244,6 +245,7 @@ export class WeftController {
         return {
           ready: r.ok,
           reason: r.ok ? undefined : r.reason,
+          lastSyncMs: this.#loop?.lastSyncAt,
           detail: {
             leader: leader ? 'yes' : 'no',
             identity: config.identity,

@@ -194,7 +194,10 @@ export function buildReport(
     }
   }
   // Controllers running and none leading: no slice follows the pods until one is elected.
-  if (rows.some((r) => r.daemon === 'weft-controller' && !r.missing && !r.stale) && !o.controllerLeader) {
+  const controllers = rows.filter((r) => r.daemon === 'weft-controller' && !r.missing && !r.stale);
+  // A controller run with --leader-elect=false leads without an election key.
+  const unelected = controllers.some((r) => r.detail.leader === 'yes');
+  if (controllers.length && !o.controllerLeader && !unelected) {
     problems.push('weft-controller: no leader elected');
   }
   for (const i of invalid) problems.push(`${i.key}: unreadable record: ${i.error}`);

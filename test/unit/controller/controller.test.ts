@@ -12,7 +12,13 @@ import { CONTROLLER_KINDS, SliceController } from '../../../src/controller/contr
 import { NodeLifecycle } from '../../../src/controller/node-lifecycle.js';
 import { ObjectTracker } from '../../../src/k8s/index.js';
 import { createRegistry, type Registry } from '../../../src/metrics/index.js';
-import { MemoryStore, type Store, type WriteGuard } from '../../../src/registry/index.js';
+import {
+  MemoryStore,
+  type Store,
+  type WatchEvent,
+  type WatchOptions,
+  type WriteGuard,
+} from '../../../src/registry/index.js';
 import {
   PREFIX,
   attachment,
@@ -472,4 +478,55 @@ t.test('slices stay within the limit; one pod added rewrites one slice', async (
   await s.ctl.idle();
   t.equal((await written()) - before, 1, 'exactly one slice written');
   t.equal((await readSlices(s.store, 'web')).length, 3, 'still 3 slices');
+});
+
+/**
+ * A store whose watch of the slices delivers every event late, as a busy watch stream can: the
+ * tracker sees the controller's own slice writes after later changes of other kinds.
+ */
+function laggingStore(inner: Store, lagMs: number): Store {
+  async function* watch(prefix: string, opts: WatchOptions): AsyncIterable<WatchEvent> {
+    const lag = prefix.includes('/endpointslices/') ? lagMs : 0;
+    for await (const ev of inner.watch(prefix, opts)) {
+      if (lag) await new Promise((r) => setTimeout(r, lag));
+      yield ev;
+    }
+  }
+  return {
+    kind: 'lagging',
+    get: (k) => inner.get(k),
+    timeToLive: (k) => inner.timeToLive(k),
+    list: (p) => inner.list(p),
+    create: (...a) => inner.create(...a),
+    update: (...a) => inner.update(...a),
+    delete: (...a) => inner.delete(...a),
+    keepAlive: (...a) => inner.keepAlive(...a),
+    watch,
+    close: () => inner.close(),
+  };
+}
+
+t.test('a change planned before the watch shows the last write waits for it: no second slice', async (t) => {
+  const store = laggingStore(new MemoryStore(), 500);
+  t.teardown(() => store.close());
+  const s = await setup(t, {
+    store,
+    preload: async (st) => {
+      await putObject(st, web);
+      await putObject(st, pod({ name: 'w1', labels: { app: 'web' }, node: 'n1', ip: '10.244.1.2' }));
+    },
+  });
+  // The first slice is written at once (from the listing); its watch event comes 500 ms later.
+  await until(async () => (await readSlices(store, 'web')).length === 1, 'the first slice');
+  // A change seen before that event: planned from a view without the slice, it would create a
+  // second slice holding w1 again.
+  await putObject(store, pod({ name: 'w2', labels: { app: 'web' }, node: 'n1', ip: '10.244.1.3' }));
+  await s.expectEndpoints('web', ['10.244.1.2', '10.244.1.3'], 'both pods');
+  const slices = await readSlices(store, 'web');
+  t.equal(slices.length, 1, 'one slice');
+  t.same(
+    slices.flatMap((x) => x.endpoints.map((e) => e.addresses[0])).sort(),
+    ['10.244.1.2', '10.244.1.3'],
+    'each endpoint once',
+  );
 });

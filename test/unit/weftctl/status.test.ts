@@ -267,9 +267,30 @@ t.test('weft-controller: the leader is named, escaped; controllers without a lea
   t.notOk(text.includes('\u001b'), 'no escape sequence reaches the terminal');
   t.match(text, /^n2\s+weft-controller\s+yes\s+.*leader=no identity=n2_7 holder=n1_1$/m);
 
-  const none = buildReport(records, invalid, { prefix, now: NOW, probes });
+  // Every controller standing by (between a leader's death and the next election).
+  const standby = await readStatusRecords(
+    await storeWith({
+      '/weft/status/n2/weft-controller': record('n2', 'weft-controller', {
+        detail: { leader: 'no', identity: 'n2_7' },
+      }),
+    }),
+    '/weft',
+  );
+  const none = buildReport(standby.records, [], { prefix, now: NOW, probes });
   t.notOk(none.ready, 'controllers running and none leading');
   t.match(none.problems, ['weft-controller: no leader elected']);
+  const solo = await readStatusRecords(
+    await storeWith({
+      '/weft/status/n1/weft-controller': record('n1', 'weft-controller', {
+        detail: { leader: 'yes', identity: 'n1_1' },
+      }),
+    }),
+    '/weft',
+  );
+  t.ok(
+    buildReport(solo.records, [], { prefix, now: NOW, probes }).ready,
+    'a controller leading without an election (--leader-elect=false) is no problem',
+  );
   // A lab's nodes must each run the node daemons, not a controller.
   const lab = buildReport([], [], { prefix, now: NOW, probes, expectNodes: ['n1'] });
   t.same(lab.daemons.map((d) => d.daemon).sort(), ['weft-flanneld', 'weft-proxy']);
