@@ -151,7 +151,7 @@ export function renderSelector(input: SectionInput): string {
       'nearest-rank, so with fewer than 100 samples it is the largest. **Controller cost**: a burst of ' +
       'pod writes, each flipping one pod’s Ready condition (so every one changes an endpoint), and the ' +
       'controller’s CPU time (user + system, from /proc) and wall time until its slices show the last ' +
-      'write, per 1,000 changes; RSS from /proc/<pid>/status. The controller runs with ' +
+      'write, per 1,000 changes; RSS from `/proc/<pid>/status`. The controller runs with ' +
       '`--node-monitor-grace-period=1h` since these nodes run no weft-flanneld.',
     '',
     '| Pods | Samples | Median | p90 | p99 | Max | Every pod programmed after start |',
