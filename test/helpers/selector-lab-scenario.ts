@@ -316,6 +316,14 @@ export async function selectorLabScenario(t: Test, opts: SelectorScenarioOptions
         );
       }
       t.notOk(logs.includes(String.fromCharCode(27)), 'no raw escape character reaches the log');
+      for (const [node, c] of controllers) {
+        const invalid = await ctl.metric(c, 'weft_controller_invalid_objects', { kind: 'Pod' });
+        t.equal(
+          invalid,
+          3,
+          `the controller on ${node} counts 3 invalid pods (weft_controller_invalid_objects)`,
+        );
+      }
       for (const [node, c] of controllers) t.ok(c.process.running, `the controller on ${node} still runs`);
       await sleep(500);
       const eps = endpointsOf(await managedSlices(WEB.name)).map((e) => e.addresses[0]);
