@@ -199,6 +199,21 @@ export interface ParsedFlags<T extends FlagTable> {
   positionals: string[];
 }
 
+/**
+ * Refuses arguments left over by a daemon that takes none, hinting at the usual cause: Go's
+ * `flag` syntax takes a bool's value only as `--flag=false`, so `--flag false` leaves `false`.
+ */
+export function rejectPositionals(program: string, positionals: readonly string[]): void {
+  const [extra] = positionals;
+  if (extra === undefined) return;
+  const hint = /^(true|false)$/i.test(extra) ? ' (a bool flag takes its value as --flag=false)' : '';
+  throw new WeftError(
+    ErrorCodes.INVALID_ARGUMENT,
+    `${program} takes no arguments, got ${JSON.stringify(extra)}${hint}`,
+    { object: 'argv', field: '' },
+  );
+}
+
 /** The environment variable a flag reads, e.g. `FLANNELD_ETCD_ENDPOINTS`. */
 export function envVarName(prefix: string, flagName: string): string {
   return `${prefix}_${flagName.toUpperCase().replace(/-/g, '_')}`;

@@ -21,6 +21,7 @@ import {
   parseFlags,
   stringFlag,
   type FlagValues,
+  rejectPositionals,
 } from '../cli/flag-parser.js';
 import {
   bindAddressProblem,
@@ -226,15 +227,7 @@ export function parseControllerFlags(argv: readonly string[], env: NodeJS.Proces
     envPrefix: CONTROLLER_ENV_PREFIX,
   });
   if (values.help || values.version) return values;
-  const [extra] = positionals;
-  if (extra !== undefined) {
-    const hint = /^(true|false)$/i.test(extra) ? ' (a bool flag takes its value as --flag=false)' : '';
-    throw new WeftError(
-      ErrorCodes.INVALID_ARGUMENT,
-      `weft-controller takes no arguments, got ${JSON.stringify(extra)}${hint}`,
-      { object: 'argv', field: '' },
-    );
-  }
+  rejectPositionals('weft-controller', positionals);
   checkRegistryFlags(values);
   // kube-controller-manager's own checks: a leader must stop writing before its lease can
   // expire, and must be able to renew more than once within the deadline.

@@ -16,7 +16,6 @@
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { DAEMON_TAIL_FLAGS, LOG_LEVELS } from '../cli/common-flags.js';
-import { ErrorCodes, WeftError } from '../errors/index.js';
 import {
   boolFlag,
   choiceFlag,
@@ -27,6 +26,7 @@ import {
   parseFlags,
   stringFlag,
   type FlagValues,
+  rejectPositionals,
 } from '../cli/flag-parser.js';
 import {
   ETCD_AUTH_FLAGS,
@@ -248,15 +248,7 @@ const _tableMatchesInterface: Same<FlagValues<typeof FLANNELD_FLAGS>, FlanneldFl
 export function parseFlanneldFlags(argv: string[], env: NodeJS.ProcessEnv): FlanneldFlags {
   const { values, positionals } = parseFlags(FLANNELD_FLAGS, argv, env, { envPrefix: FLANNELD_ENV_PREFIX });
   if (values.help || values.version) return values;
-  const [extra] = positionals;
-  if (extra !== undefined) {
-    const hint = /^(true|false)$/i.test(extra) ? ' (a bool flag takes its value as --flag=false)' : '';
-    throw new WeftError(
-      ErrorCodes.INVALID_ARGUMENT,
-      `weft-flanneld takes no arguments, got ${JSON.stringify(extra)}${hint}`,
-      { object: 'argv', field: '' },
-    );
-  }
+  rejectPositionals('weft-flanneld', positionals);
   checkRegistryFlags(values);
   return values;
 }

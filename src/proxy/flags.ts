@@ -28,6 +28,7 @@ import {
   intFlag,
   stringFlag,
   type FlagValues,
+  rejectPositionals,
 } from '../cli/flag-parser.js';
 import { serviceCidrFlag, serviceCidrs } from '../cli/service-cidr-flag.js';
 import type { ServicePolicy } from '../k8s/index.js';
@@ -294,15 +295,7 @@ export interface ProxyConfig {
 export function parseProxyFlags(argv: readonly string[], env: NodeJS.ProcessEnv): ProxyFlags {
   const { values, positionals } = parseFlags(PROXY_FLAGS, argv, env, { envPrefix: PROXY_ENV_PREFIX });
   if (values.help || values.version) return values;
-  const [extra] = positionals;
-  if (extra !== undefined) {
-    const hint = /^(true|false)$/i.test(extra) ? ' (a bool flag takes its value as --flag=false)' : '';
-    throw new WeftError(
-      ErrorCodes.INVALID_ARGUMENT,
-      `weft-proxy takes no arguments, got ${JSON.stringify(extra)}${hint}`,
-      { object: 'argv', field: '' },
-    );
-  }
+  rejectPositionals('weft-proxy', positionals);
   checkRegistryFlags(values);
   const families = values.clusterCidr.map((c) => Cidr.parseLenient(c).family);
   if (new Set(families).size !== families.length) {
